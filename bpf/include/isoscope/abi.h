@@ -1,0 +1,155 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * isoscope's one shared ABI between the BPF programs and user space.
+ *
+ * Rules (see docs/abi.md):
+ *  - fixed-width types only, every struct padded explicitly to a multiple of
+ *    8 bytes, no pointers, no bool, no enums as field types;
+ *  - every record starts with struct iso_rec_hdr; `size` is the whole record;
+ *  - a change to any layout bumps ISO_ABI_VERSION; user space refuses a BPF
+ *    object or a recording with another version (agent/loader.cpp,
+ *    collectors/source/replay_source.cpp);
+ *  - numbering in the enums below is append-only.
+ *
+ * Included by C (BPF, -target bpf) and C++ (see abi.hpp for helpers).
+ */
+#ifndef ISOSCOPE_ABI_H
+#define ISOSCOPE_ABI_H
+
+#ifdef __ISOSCOPE_BPF__
+/* BPF side: kernel_types.h already provides __u8.. __u64. */
+#else
+#include <linux/types.h>
+#endif
+
+#define ISO_ABI_VERSION 1u
+
+/* Record kinds. */
+enum iso_rec_kind {
+	ISO_REC_INVALID = 0,
+	/* Cumulative per-thread cause times (user space snapshot of the tasks map). */
+	ISO_REC_THREAD_TOTALS = 1,
+	/* Same payload, emitted by BPF when a thread exits (final totals). */
+	ISO_REC_THREAD_EXIT = 2,
+	/* One off-CPU or stalled interval of a thread, streamed for per-request joins. */
+	ISO_REC_DELAY = 3,
+	/* Reserved for later layers, numbered now so files stay readable. */
+	ISO_REC_TRACEPARENT = 4, /* horizontal axis: W3C traceparent seen on a read */
+	ISO_REC_NET = 5,         /* network slices */
+	ISO_REC_KVM = 6,         /* hypervisor layer */
+	ISO_REC_SANDBOX = 7,     /* sandbox layer */
+	ISO_REC_KIND_MAX = 8,
+};
+
+/* Causes: the whole taxonomy (shared/TAXONOMY.md), numbered once. */
+enum iso_cause {
+	ISO_CAUSE_APP_ON_CPU = 0,
+	ISO_CAUSE_APP_BLOCKED_IO = 1,
+	ISO_CAUSE_APP_BLOCKED_OTHER = 2,
+	ISO_CAUSE_CONTAINER_RUNQUEUE = 3,
+	ISO_CAUSE_CONTAINER_CPU_THROTTLE = 4,
+	ISO_CAUSE_CONTAINER_MEMORY_RECLAIM = 5,
+	/* Thread-state causes end here: per-thread arrays hold this many. */
+	ISO_THREAD_CAUSES = 6,
+	ISO_CAUSE_HYPERVISOR_STEAL = 6,
+	ISO_CAUSE_HYPERVISOR_VMEXIT = 7,
+	ISO_CAUSE_PARAVIRT_VIRTIO_NET = 8,
+	ISO_CAUSE_PARAVIRT_VIRTIO_BLK = 9,
+	ISO_CAUSE_PARAVIRT_VMM_EXIT = 10,
+	ISO_CAUSE_SANDBOX_WASM_INSTANTIATE = 11,
+	ISO_CAUSE_SANDBOX_WASM_HOSTCALL = 12,
+	ISO_CAUSE_SANDBOX_GVISOR_SYSCALL = 13,
+	/* network.<slice>.<mechanism> = ISO_CAUSE_NETWORK_BASE + slice * 3 + mechanism */
+	ISO_CAUSE_NETWORK_BASE = 14,
+	ISO_CAUSE_MAX = 14 + 5 * 3,
+};
+
+enum iso_net_slice {
+	ISO_SLICE_SANDBOX = 0,
+	ISO_SLICE_POD = 1,
+	ISO_SLICE_NODE = 2,
+	ISO_SLICE_VIRTIO = 3,
+	ISO_SLICE_REMOTE = 4,
+	ISO_SLICE_MAX = 5,
+};
+
+enum iso_net_mechanism {
+	ISO_NET_QUEUE = 0,
+	ISO_NET_SCHEDULING = 1,
+	ISO_NET_PROTOCOL = 2,
+	ISO_NET_MECHANISM_MAX = 3,
+};
+
+/* Record header: 40 bytes. */
+struct iso_rec_hdr {
+	__u16 kind;        /* enum iso_rec_kind */
+	__u16 size;        /* whole record, header included, multiple of 8 */
+	__u16 abi_version; /* ISO_ABI_VERSION of the writer */
+	__u16 flags;       /* ISO_HDR_F_* */
+	__u32 tgid;
+	__u32 tid;
+	__u64 ts_ns;            /* CLOCK_BOOTTIME (bpf_ktime_get_boot_ns) */
+	__u64 cgroup_v2_id;     /* kernfs id of the task's cgroup v2 (1 = root) */
+	__u64 cgroup_v1_cpu_id; /* kernfs id of the task's v1 cpu cgroup, 0 if none */
+};
+
+/* Per-thread state flags (iso_thread_totals.flags). */
+#define ISO_TF_IN_RECLAIM (1u << 0)
+#define ISO_TF_CGROUP_STALE (1u << 1)
+#define ISO_TF_KTHREAD (1u << 2)
+
+/*
+ * Per-thread cumulative state. This is both the value of the BPF `tasks`
+ * map and the payload of THREAD_TOTALS / THREAD_EXIT records, so a snapshot
+ * is a plain copy. The open segment [seg_start_ns, now) belongs to seg_cause
+ * and is not yet in cause_ns.
+ */
+struct iso_thread_totals {
+	__u64 cause_ns[ISO_THREAD_CAUSES];
+	__u64 seg_start_ns;
+	__u64 cgroup_v2_id;
+	__u64 cgroup_v1_cpu_id;
+	__u64 throttled_cfs_rq; /* opaque key of the cfs_rq seen throttled, 0 if none */
+	__u32 tgid;
+	__u32 seg_cause; /* enum iso_cause, < ISO_THREAD_CAUSES */
+	__u32 flags;     /* ISO_TF_* */
+	__u32 reclaim_depth;
+	__u64 switches; /* times switched in, for sanity and rates */
+	char comm[16];
+};
+
+struct iso_rec_thread_totals {
+	struct iso_rec_hdr hdr;
+	struct iso_thread_totals t;
+};
+
+/* A finished delay interval of one thread: [start_ns, hdr.ts_ns). */
+struct iso_rec_delay {
+	struct iso_rec_hdr hdr;
+	__u64 start_ns;
+	__u32 cause; /* enum iso_cause */
+	__u32 cpu;
+};
+
+/* Self counters (BPF per-CPU array `stats`, index = enum iso_stat). */
+enum iso_stat {
+	ISO_STAT_RB_RESERVE_FAILED = 0, /* ring buffer full: record lost */
+	ISO_STAT_TASKS_FULL = 1,        /* tasks map full: thread not tracked */
+	ISO_STAT_SCHED_EVENTS = 2,      /* sched_switch/wakeup events handled */
+	ISO_STAT_THROTTLE_SPLITS = 3,   /* throttle intervals split by unthrottle probe */
+	ISO_STAT_MAX = 8,
+};
+
+/* Replay file header (docs/abi.md, "Recording format"). 128 bytes. */
+#define ISO_FILE_MAGIC "ISOREC\0\1"
+struct iso_file_hdr {
+	char magic[8];
+	__u32 abi_version;
+	__u32 hdr_size;       /* sizeof(struct iso_file_hdr) */
+	__u64 boot_ns_start;  /* CLOCK_BOOTTIME when recording started */
+	__u64 real_ns_start;  /* CLOCK_REALTIME at the same moment */
+	char hostname[64];
+	char kernel[32];      /* uname release, truncated */
+};
+
+#endif /* ISOSCOPE_ABI_H */

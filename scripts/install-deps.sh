@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian packages isoscope needs, only those missing (idempotent).
+set -euo pipefail
+PKGS=(
+  g++ make cmake pkg-config clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev
+  libfmt-dev libspdlog-dev nlohmann-json3-dev libcli11-dev prometheus-cpp-dev
+  libgtest-dev libgmock-dev python3 prometheus stress-ng bpftrace
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
