@@ -38,7 +38,10 @@ enum iso_rec_kind {
 	ISO_REC_NET = 5,         /* network slices */
 	ISO_REC_KVM = 6,         /* hypervisor layer */
 	ISO_REC_SANDBOX = 7,     /* sandbox layer */
-	ISO_REC_KIND_MAX = 8,
+	/* Header only, written by user space: ends one snapshot of the tasks map
+	 * (one interval). Replay cuts intervals exactly where live did. */
+	ISO_REC_SNAPSHOT = 8,
+	ISO_REC_KIND_MAX = 9,
 };
 
 /* Causes: the whole taxonomy (shared/TAXONOMY.md), numbered once. */

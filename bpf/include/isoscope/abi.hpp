@@ -17,8 +17,8 @@ extern "C" {
 namespace isoscope::abi {
 
 static_assert(sizeof(iso_rec_hdr) == 40, "iso_rec_hdr is part of the ABI");
-static_assert(sizeof(iso_thread_totals) == 128, "iso_thread_totals is part of the ABI");
-static_assert(sizeof(iso_rec_thread_totals) == 168, "iso_rec_thread_totals is part of the ABI");
+static_assert(sizeof(iso_thread_totals) == 120, "iso_thread_totals is part of the ABI");
+static_assert(sizeof(iso_rec_thread_totals) == 160, "iso_rec_thread_totals is part of the ABI");
 static_assert(sizeof(iso_rec_delay) == 56, "iso_rec_delay is part of the ABI");
 static_assert(sizeof(iso_file_hdr) == 128, "iso_file_hdr is part of the ABI");
 static_assert(sizeof(iso_rec_thread_totals) % 8 == 0 && sizeof(iso_rec_delay) % 8 == 0);

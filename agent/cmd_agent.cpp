@@ -1,0 +1,102 @@
+// isoscope agent: node-wide daemon exporting Prometheus metrics.
+#include <cstdio>
+
+#include <spdlog/spdlog.h>
+
+#include "cgroup_resolver.hpp"
+#include "collectors/container/thread_table.hpp"
+#include "commands.hpp"
+#include "correlator/aggregate.hpp"
+#include "exporters/prometheus/prometheus_exporter.hpp"
+#include "live_source.hpp"
+
+namespace isoscope {
+namespace {
+
+exporters::SelfStats CollectSelfStats(const source::SourceStats& s, const ContainerProbes& probes) {
+  exporters::SelfStats out;
+  for (std::uint16_t k = 1; k < ISO_REC_KIND_MAX; ++k) {
+    if (s.received[k] || k <= ISO_REC_DELAY || k == ISO_REC_SNAPSHOT) {
+      out.received_by_kind[std::string(source::RecordKindName(k))] += s.received[k];
+    }
+  }
+  out.lost_by_reason = {{"ringbuf_full", s.lost_ringbuf},
+                        {"tasks_map_full", s.lost_tasks_full},
+                        {"invalid", s.invalid}};
+  for (const auto& p : probes.ReadRunStats()) {
+    out.programs.push_back({p.name, p.attached, p.run_ns, p.run_cnt});
+  }
+  return out;
+}
+
+}  // namespace
+
+int RunAgent(const AgentOptions& o) {
+  auto mounts = identity::ReadMounts();
+  if (!mounts) {
+    std::fprintf(stderr, "isoscope agent: %s\n", mounts.error().message.c_str());
+    return kExitFailure;
+  }
+  CgroupResolver resolver(*mounts);
+
+  exporters::PrometheusExporter prom(o.max_workloads);
+  if (auto served = prom.Serve(o.metrics_addr); !served) {
+    std::fprintf(stderr, "isoscope agent: %s\n", served.error().message.c_str());
+    return kExitUsage;
+  }
+
+  KernelFeatureProber prober;
+  LoadOptions lo;
+  lo.stream_min_ns = o.common.stream_min_us * 1000;
+  lo.max_threads = o.common.max_threads;
+  auto probes = ContainerProbes::Open(lo, prober);
+  if (!probes) {
+    // Keep serving self-metrics so the failure is visible to monitoring, but
+    // say clearly that no evidence will come.
+    std::fprintf(stderr, "isoscope agent: %s\n", probes.error().message.c_str());
+    return kExitFailure;
+  }
+  LiveSource::Options so;
+  so.interval = std::chrono::milliseconds(static_cast<std::int64_t>(o.common.interval_s * 1000));
+  so.duration = std::chrono::milliseconds(static_cast<std::int64_t>(o.duration_s * 1000));
+  auto live = LiveSource::Create(std::move(*probes), so);
+  if (!live) {
+    std::fprintf(stderr, "isoscope agent: %s\n", live.error().message.c_str());
+    return kExitFailure;
+  }
+  InstallStopHandlers();
+  spdlog::info("agent running: metrics on http://{}/metrics", o.metrics_addr);
+
+  container::ThreadTable table([&](const container::IntervalSample& sample) {
+    std::vector<correlator::IntervalReport> reports;
+    for (auto& [key, breakdown] : correlator::AggregateByCgroup(sample)) {
+      correlator::IntervalReport r;
+      r.target = resolver.Describe(key.id, key.v1);
+      r.start_ns = sample.start_ns;
+      r.end_ns = sample.end_ns;
+      r.breakdown = breakdown;
+      r.verdict = correlator::ComputeVerdict(breakdown);
+      reports.push_back(std::move(r));
+    }
+    prom.OnInterval(reports);
+    for (const auto& d : sample.delays) {
+      const auto key = correlator::WorkloadOf(d.hdr.cgroup_v2_id, d.hdr.cgroup_v1_cpu_id);
+      prom.OnDelay(d.cause, static_cast<double>(d.hdr.ts_ns - d.start_ns) / 1e9,
+                   resolver.Describe(key.id, key.v1));
+    }
+  });
+
+  while (true) {
+    auto more = (*live)->NextInterval(table);
+    prom.SetSelfStats(CollectSelfStats((*live)->stats(), (*live)->probes()));
+    if (!more) {
+      spdlog::error("{}", more.error().message);
+      return kExitFailure;
+    }
+    if (!*more) break;
+  }
+  spdlog::info("agent stopping: probes detached");
+  return kExitOk;
+}
+
+}  // namespace isoscope

@@ -1,0 +1,281 @@
+// isoscope trace / isoscope record.
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include <spdlog/spdlog.h>
+
+#include "collectors/container/thread_table.hpp"
+#include "collectors/identity/cgroup_identity.hpp"
+#include "commands.hpp"
+#include "correlator/aggregate.hpp"
+#include "exporters/json/trace_json.hpp"
+#include "exporters/table/trace_table.hpp"
+#include "live_source.hpp"
+
+namespace isoscope {
+namespace {
+
+void OnStopSignal(int /*sig*/) { LiveSource::RequestStop(); }
+
+bool IsDir(const std::string& path) {
+  struct stat st{};
+  return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+// A "usage" error (bad pid or cgroup) exits 2; anything else exits 1.
+struct TargetError {
+  Error error;
+  bool usage = true;
+};
+
+struct Target {
+  correlator::TargetFilter filter;
+  correlator::TargetInfo info;
+  std::string v2_dir;  // cgroup directories whose subtree is the target
+  std::string v1_dir;
+
+  void RefreshSubtree() {
+    if (!v2_dir.empty()) {
+      auto ids = identity::SubtreeIds(v2_dir);
+      filter.v2_ids = {ids.begin(), ids.end()};
+    }
+    if (!v1_dir.empty()) {
+      auto ids = identity::SubtreeIds(v1_dir);
+      filter.v1_cpu_ids = {ids.begin(), ids.end()};
+    }
+  }
+};
+
+std::string RelativeTo(const std::string& path, const std::string& root) {
+  if (root.empty() || path.rfind(root, 0) != 0) return {};
+  std::string rest = path.substr(root.size());
+  if (rest.empty()) return "/";
+  return rest[0] == '/' ? rest : std::string{};
+}
+
+std::variant<Target, TargetError> ResolveTarget(std::int32_t pid, const std::string& cgroup,
+                                                bool replay) {
+  Target t;
+  auto mounts = identity::ReadMounts();
+  identity::CgroupMounts m = mounts ? *mounts : identity::CgroupMounts{};
+  t.info.cgroup_mode = std::string(identity::CgroupModeName(m.mode()));
+  const auto cpu_root_it = m.v1_roots.find("cpu");
+  const std::string v1_cpu_root = cpu_root_it == m.v1_roots.end() ? "" : cpu_root_it->second;
+
+  if (pid != 0) {
+    if (pid < 0) return TargetError{MakeError("invalid pid {}", pid)};
+    t.filter.tgid = static_cast<std::uint32_t>(pid);
+    t.info.pid = pid;
+    const bool alive = kill(pid, 0) == 0 || errno == EPERM;
+    if (!alive && !replay) return TargetError{MakeError("no process with pid {}", pid)};
+    if (alive) {
+      std::ifstream comm(fmt::format("/proc/{}/comm", pid));
+      std::getline(comm, t.info.comm);
+      if (auto cg = identity::ReadProcCgroup(pid)) {
+        auto v1 = cg->v1_paths.find("cpu");
+        const bool v1_placed = v1 != cg->v1_paths.end() && v1->second != "/";
+        t.info.cgroup = v1_placed || cg->v2_path.empty() || cg->v2_path == "/"
+                            ? (v1 != cg->v1_paths.end() ? v1->second : cg->v2_path)
+                            : cg->v2_path;
+        auto id = identity::ParseCgroupPath(t.info.cgroup);
+        if (id.empty() && !cg->v2_path.empty()) id = identity::ParseCgroupPath(cg->v2_path);
+        t.info.pod_uid = id.pod_uid;
+        t.info.container_id = id.container_id;
+      }
+    }
+    return t;
+  }
+
+  // --cgroup: an absolute directory inside a hierarchy, or a path relative to
+  // the hierarchy roots (looked up in the v2 and the v1 cpu hierarchy).
+  if (IsDir(cgroup) && (!RelativeTo(cgroup, m.v2_root).empty() ||
+                        !RelativeTo(cgroup, v1_cpu_root).empty())) {
+    if (!RelativeTo(cgroup, m.v2_root).empty()) {
+      t.v2_dir = cgroup;
+      t.info.cgroup = RelativeTo(cgroup, m.v2_root);
+    } else {
+      t.v1_dir = cgroup;
+      t.info.cgroup = RelativeTo(cgroup, v1_cpu_root);
+    }
+  } else {
+    const std::string rel = cgroup.empty() || cgroup[0] == '/' ? cgroup : "/" + cgroup;
+    if (!m.v2_root.empty() && IsDir(m.v2_root + rel)) t.v2_dir = m.v2_root + rel;
+    if (!v1_cpu_root.empty() && IsDir(v1_cpu_root + rel)) t.v1_dir = v1_cpu_root + rel;
+    if (t.v2_dir.empty() && t.v1_dir.empty()) {
+      return TargetError{MakeError("no cgroup {} (looked in {}{}{})", cgroup,
+                                   m.v2_root.empty() ? "" : m.v2_root,
+                                   m.v2_root.empty() || v1_cpu_root.empty() ? "" : " and ",
+                                   v1_cpu_root)};
+    }
+    t.info.cgroup = rel;
+  }
+  // A v2 root target would include every process; say so but allow it.
+  auto id = identity::ParseCgroupPath(t.info.cgroup);
+  t.info.pod_uid = id.pod_uid;
+  t.info.container_id = id.container_id;
+  t.RefreshSubtree();
+  return t;
+}
+
+Result<std::unique_ptr<source::EventSource>> OpenSource(const CommonOptions& c, std::int32_t pid,
+                                                        double duration_s,
+                                                        const std::string& replay) {
+  if (!replay.empty()) {
+    auto r = source::ReplaySource::Open(replay);
+    if (!r) return r.error();
+    return std::unique_ptr<source::EventSource>(std::move(*r));
+  }
+  KernelFeatureProber prober;
+  LoadOptions lo;
+  lo.filter_tgid = static_cast<std::uint32_t>(pid > 0 ? pid : 0);
+  lo.stream_min_ns = c.stream_min_us * 1000;
+  lo.max_threads = c.max_threads;
+  auto probes = ContainerProbes::Open(lo, prober);
+  if (!probes) return probes.error();
+  LiveSource::Options so;
+  so.interval = std::chrono::milliseconds(static_cast<std::int64_t>(c.interval_s * 1000));
+  so.duration = std::chrono::milliseconds(static_cast<std::int64_t>(duration_s * 1000));
+  auto live = LiveSource::Create(std::move(*probes), so);
+  if (!live) return live.error();
+  return std::unique_ptr<source::EventSource>(std::move(*live));
+}
+
+void LogDrops(const source::SourceStats& s) {
+  if (s.lost_ringbuf || s.lost_tasks_full || s.invalid) {
+    spdlog::warn("records lost: ring buffer full {}, tasks map full {}, invalid {}", s.lost_ringbuf,
+                 s.lost_tasks_full, s.invalid);
+  }
+}
+
+}  // namespace
+
+void InstallStopHandlers() {
+  struct sigaction sa{};
+  sa.sa_handler = OnStopSignal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+int RunTrace(const TraceOptions& o) {
+  auto resolved = ResolveTarget(o.pid, o.cgroup, !o.replay.empty());
+  if (auto* err = std::get_if<TargetError>(&resolved)) {
+    std::fprintf(stderr, "isoscope trace: %s\n", err->error.message.c_str());
+    return err->usage ? kExitUsage : kExitFailure;
+  }
+  Target target = std::get<Target>(std::move(resolved));
+
+  auto src = OpenSource(o.common, o.pid, o.duration_s, o.replay);
+  if (!src) {
+    std::fprintf(stderr, "isoscope trace: %s\n", src.error().message.c_str());
+    return kExitFailure;
+  }
+  InstallStopHandlers();
+  const bool live = o.replay.empty();
+  const double max_s = o.duration_s;
+  double elapsed_s = 0;
+  bool target_gone = false;
+
+  container::ThreadTable table([&](const container::IntervalSample& sample) {
+    correlator::IntervalReport report;
+    report.target = target.info;
+    report.start_ns = sample.start_ns;
+    report.end_ns = sample.end_ns;
+    report.breakdown = correlator::Aggregate(sample, target.filter);
+    report.verdict = correlator::ComputeVerdict(report.breakdown);
+    elapsed_s += report.breakdown.interval_s;
+    if (o.json) {
+      std::cout << exporters::TraceIntervalJson(report).dump() << '\n';
+    } else {
+      std::cout << exporters::RenderTraceTable(report, isatty(1) != 0) << '\n';
+    }
+    std::cout.flush();
+  });
+
+  // --record: the same live records go to a file as they reach the collector,
+  // so a replay of that file reproduces this run's output.
+  std::unique_ptr<source::RecordWriter> writer;
+  if (!o.record.empty()) {
+    auto w = source::RecordWriter::Create(o.record);
+    if (!w) {
+      std::fprintf(stderr, "isoscope trace: %s\n", w.error().message.c_str());
+      return kExitUsage;
+    }
+    writer = std::move(*w);
+  }
+  std::vector<source::RecordSink*> sinks;
+  if (writer) sinks.push_back(writer.get());
+  sinks.push_back(&table);
+  source::TeeSink sink(sinks);
+
+  while (true) {
+    auto more = (*src)->NextInterval(sink);
+    if (!more) {
+      std::fprintf(stderr, "isoscope trace: %s\n", more.error().message.c_str());
+      LogDrops((*src)->stats());
+      return kExitFailure;
+    }
+    if (!*more) break;
+    if (!live && max_s > 0 && elapsed_s >= max_s - 1e-9) break;
+    if (live && o.pid > 0 && kill(o.pid, 0) != 0 && errno == ESRCH) {
+      target_gone = true;
+      break;
+    }
+    if (!target.v2_dir.empty() || !target.v1_dir.empty()) target.RefreshSubtree();
+  }
+  if (target_gone) std::fprintf(stderr, "isoscope trace: process %d exited\n", o.pid);
+  LogDrops((*src)->stats());
+  if (writer) {
+    if (auto closed = writer->Close(); !closed) {
+      std::fprintf(stderr, "isoscope trace: %s\n", closed.error().message.c_str());
+      return kExitFailure;
+    }
+  }
+  return kExitOk;
+}
+
+int RunRecord(const RecordOptions& o) {
+  if (o.pid < 0 || (o.pid > 0 && kill(o.pid, 0) != 0 && errno == ESRCH)) {
+    std::fprintf(stderr, "isoscope record: no process with pid %d\n", o.pid);
+    return kExitUsage;
+  }
+  auto writer = source::RecordWriter::Create(o.output);
+  if (!writer) {
+    std::fprintf(stderr, "isoscope record: %s\n", writer.error().message.c_str());
+    return kExitUsage;
+  }
+  auto src = OpenSource(o.common, o.pid, o.duration_s, "");
+  if (!src) {
+    std::fprintf(stderr, "isoscope record: %s\n", src.error().message.c_str());
+    return kExitFailure;
+  }
+  InstallStopHandlers();
+  std::uint64_t intervals = 0;
+  while (true) {
+    auto more = (*src)->NextInterval(**writer);
+    if (!more) {
+      std::fprintf(stderr, "isoscope record: %s\n", more.error().message.c_str());
+      return kExitFailure;
+    }
+    ++intervals;
+    if (!*more) break;
+  }
+  auto closed = (*writer)->Close();
+  if (!closed) {
+    std::fprintf(stderr, "isoscope record: %s\n", closed.error().message.c_str());
+    return kExitFailure;
+  }
+  LogDrops((*src)->stats());
+  std::fprintf(stderr, "isoscope record: %llu records, %llu intervals written to %s\n",
+               static_cast<unsigned long long>((*writer)->records()),
+               static_cast<unsigned long long>(intervals), o.output.c_str());
+  return kExitOk;
+}
+
+}  // namespace isoscope

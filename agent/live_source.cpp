@@ -1,0 +1,109 @@
+#include "live_source.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <spdlog/spdlog.h>
+
+namespace isoscope {
+
+std::atomic<bool> LiveSource::stop_{false};
+
+void LiveSource::RequestStop() { stop_.store(true); }
+
+Result<std::unique_ptr<LiveSource>> LiveSource::Create(std::unique_ptr<ContainerProbes> probes,
+                                                       Options options) {
+  auto src = std::unique_ptr<LiveSource>(new LiveSource());
+  src->probes_ = std::move(probes);
+  src->options_ = options;
+  src->ring_ = ring_buffer__new(src->probes_->events_fd(), &LiveSource::OnRingRecord, src.get(),
+                                nullptr);
+  if (!src->ring_) return Error{fmt::format("ring buffer: {}", std::strerror(errno)), errno};
+  src->started_ = std::chrono::steady_clock::now();
+  stop_.store(false);
+  return src;
+}
+
+LiveSource::~LiveSource() { ring_buffer__free(ring_); }
+
+int LiveSource::OnRingRecord(void* ctx, void* data, std::size_t len) {
+  auto* self = static_cast<LiveSource*>(ctx);
+  source::Deliver(data, len, self->stats_, *self->current_sink_);
+  return 0;
+}
+
+void LiveSource::Snapshot(source::RecordSink& sink) {
+  const int fd = probes_->tasks_fd();
+  const std::uint64_t now = source::BootNs();
+  iso_rec_thread_totals rec{};
+  rec.hdr.kind = ISO_REC_THREAD_TOTALS;
+  rec.hdr.size = sizeof(rec);
+  rec.hdr.abi_version = ISO_ABI_VERSION;
+  rec.hdr.ts_ns = now;
+  std::uint32_t key = 0;
+  std::uint32_t next = 0;
+  bool first = true;
+  // Keys first, then values: a thread deleted in between is simply skipped.
+  std::vector<std::uint32_t> keys;
+  while (bpf_map_get_next_key(fd, first ? nullptr : &key, &next) == 0) {
+    keys.push_back(next);
+    key = next;
+    first = false;
+  }
+  for (std::uint32_t tid : keys) {
+    if (bpf_map_lookup_elem(fd, &tid, &rec.t) != 0) continue;
+    rec.hdr.tgid = rec.t.tgid;
+    rec.hdr.tid = tid;
+    rec.hdr.cgroup_v2_id = rec.t.cgroup_v2_id;
+    rec.hdr.cgroup_v1_cpu_id = rec.t.cgroup_v1_cpu_id;
+    source::Deliver(&rec, sizeof(rec), stats_, sink);
+  }
+  iso_rec_hdr end{};
+  end.kind = ISO_REC_SNAPSHOT;
+  end.size = sizeof(end);
+  end.abi_version = ISO_ABI_VERSION;
+  end.ts_ns = now;
+  source::Deliver(&end, sizeof(end), stats_, sink);
+}
+
+Result<bool> LiveSource::NextInterval(source::RecordSink& sink) {
+  current_sink_ = &sink;
+  if (!baseline_sent_) {
+    // Interval boundaries are snapshots; the first one is the baseline.
+    baseline_sent_ = true;
+    ring_buffer__consume(ring_);
+    Snapshot(sink);
+  }
+  const auto interval_end = std::chrono::steady_clock::now() + options_.interval;
+  const auto source_end = options_.duration.count() > 0
+                              ? started_ + options_.duration
+                              : std::chrono::steady_clock::time_point::max();
+  const auto until = std::min(interval_end, source_end);
+  while (!stop_.load()) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= until) break;
+    std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
+        options_.consume_period, until - now));
+    int n = ring_buffer__consume(ring_);
+    if (n < 0 && n != -EINTR) return Error{fmt::format("ring buffer: {}", std::strerror(-n)), -n};
+  }
+  ring_buffer__consume(ring_);
+  Snapshot(sink);
+  current_sink_ = nullptr;
+  const bool more = !stop_.load() && std::chrono::steady_clock::now() < source_end;
+  return more;
+}
+
+source::SourceStats LiveSource::stats() const {
+  source::SourceStats s = stats_;
+  const auto bpf = probes_->ReadStats();
+  s.lost_ringbuf = bpf[ISO_STAT_RB_RESERVE_FAILED];
+  s.lost_tasks_full = bpf[ISO_STAT_TASKS_FULL];
+  return s;
+}
+
+}  // namespace isoscope

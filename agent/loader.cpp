@@ -1,0 +1,178 @@
+#include "loader.hpp"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <set>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include "container.skel.h"
+
+namespace isoscope {
+namespace {
+
+// One attempt: open, configure, load, attach. `disabled` names programs
+// switched off on top of the plan (after an earlier attempt failed).
+Result<container_bpf*> TryLoad(const LoadOptions& o, std::vector<ProgramState>& programs) {
+  container_bpf* skel = container_bpf__open();
+  if (!skel) return Error{fmt::format("open BPF object: {}", std::strerror(errno)), errno};
+
+  if (skel->rodata->abi_version != ISO_ABI_VERSION) {
+    container_bpf__destroy(skel);
+    return MakeError("BPF object ABI version {} differs from the agent's {}",
+                     skel->rodata->abi_version, ISO_ABI_VERSION);
+  }
+  skel->rodata->filter_tgid = o.filter_tgid;
+  skel->rodata->stream_min_ns = o.stream_min_ns;
+  skel->rodata->track_kthreads = o.track_kthreads;
+  bool unthrottle = false;
+  for (const auto& p : programs) {
+    bpf_program* prog = bpf_object__find_program_by_name(skel->obj, p.spec->name.c_str());
+    if (!prog) {
+      container_bpf__destroy(skel);
+      return MakeError("program table names {} but the BPF object lacks it", p.spec->name);
+    }
+    bpf_program__set_autoload(prog, p.reason.empty());
+    if (p.reason.empty() && p.spec->group == "unthrottle") unthrottle = true;
+  }
+  skel->rodata->have_unthrottle_probe = unthrottle;
+  bpf_map__set_max_entries(skel->maps.tasks, o.max_threads);
+  bpf_map__set_max_entries(skel->maps.events, o.ringbuf_bytes);
+
+  int err = container_bpf__load(skel);
+  if (err) {
+    container_bpf__destroy(skel);
+    return Error{fmt::format("load BPF programs: {}", std::strerror(-err)), -err};
+  }
+  for (auto& p : programs) {
+    if (!p.reason.empty()) continue;
+    bpf_program* prog = bpf_object__find_program_by_name(skel->obj, p.spec->name.c_str());
+    bpf_link* link = bpf_program__attach(prog);
+    if (!link) {
+      p.reason = fmt::format("attach failed: {}", std::strerror(errno));
+      continue;
+    }
+    // The skeleton owns links it creates for its own attach; keep ours in the
+    // program's slot so destroy() detaches them.
+    for (int i = 0; i < skel->skeleton->prog_cnt; ++i) {
+      if (*skel->skeleton->progs[i].prog == prog) *skel->skeleton->progs[i].link = link;
+    }
+    p.attached = true;
+  }
+  return skel;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ContainerProbes>> ContainerProbes::Open(const LoadOptions& options,
+                                                               FeatureProber& prober) {
+  for (Feature f : {Feature::kBtf, Feature::kRingBuf, Feature::kBootClock}) {
+    FeatureStatus s = prober.Probe(f);
+    if (!s.available) {
+      return MakeError("the container layer needs {}: {}", FeatureName(f), s.reason);
+    }
+  }
+  std::vector<ProgramState> programs;
+  for (const auto& d : PlanPrograms(ContainerPrograms(), prober)) {
+    programs.push_back({d.spec, false, d.enabled ? "" : d.reason});
+  }
+
+  // Attempts: as planned; then without optional programs; then with raw_tp
+  // in place of tp_btf. Each failure is kept as the reason shown by doctor.
+  Error last{"no attempt"};
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    std::vector<ProgramState> tried = programs;
+    auto skel = TryLoad(options, tried);
+    if (skel) {
+      std::vector<std::string> missing;
+      for (const auto& p : tried) {
+        if (p.spec->optional) continue;
+        bool group_ok = false;
+        for (const auto& q : tried) group_ok |= q.spec->group == p.spec->group && q.attached;
+        if (!group_ok) missing.push_back(p.spec->group);
+      }
+      if (!missing.empty()) {
+        container_bpf__destroy(*skel);
+        return MakeError("required probe {} could not be attached", missing.front());
+      }
+      auto probes = std::unique_ptr<ContainerProbes>(new ContainerProbes());
+      probes->skel_ = *skel;
+      probes->programs_ = std::move(tried);
+      for (const auto& p : probes->programs_) {
+        if (!p.attached) spdlog::info("probe {} off: {}", p.spec->name, p.reason);
+      }
+      return probes;
+    }
+    last = skel.error();
+    spdlog::warn("BPF load attempt {} failed: {}", attempt + 1, last.message);
+    if (attempt == 0) {
+      for (auto& p : programs) {
+        if (p.spec->optional && p.reason.empty()) p.reason = "switched off after " + last.message;
+      }
+    } else if (attempt == 1) {
+      // Fall back from tp_btf to raw_tp for every hook that has both.
+      std::set<std::string> raw_groups;
+      for (const auto& p : programs) {
+        if (p.spec->kind == ProgKind::kRawTp) raw_groups.insert(p.spec->group);
+      }
+      for (auto& p : programs) {
+        if (p.spec->kind == ProgKind::kTpBtf && raw_groups.count(p.spec->group)) {
+          p.reason = "tp_btf failed to load: " + last.message;
+        } else if (p.spec->kind == ProgKind::kRawTp && !p.spec->optional) {
+          p.reason.clear();
+        }
+      }
+    }
+  }
+  return last.Wrap("container layer unavailable");
+}
+
+ContainerProbes::~ContainerProbes() { container_bpf__destroy(skel_); }
+
+bool ContainerProbes::ProgramAttached(const std::string& group) const {
+  for (const auto& p : programs_) {
+    if (p.spec->group == group && p.attached) return true;
+  }
+  return false;
+}
+
+int ContainerProbes::tasks_fd() const { return bpf_map__fd(skel_->maps.tasks); }
+int ContainerProbes::events_fd() const { return bpf_map__fd(skel_->maps.events); }
+
+std::vector<std::uint64_t> ContainerProbes::ReadStats() const {
+  std::vector<std::uint64_t> out(ISO_STAT_MAX, 0);
+  const int ncpu = libbpf_num_possible_cpus();
+  if (ncpu <= 0) return out;
+  std::vector<std::uint64_t> per_cpu(static_cast<std::size_t>(ncpu));
+  const int fd = bpf_map__fd(skel_->maps.stats);
+  for (std::uint32_t i = 0; i < ISO_STAT_MAX; ++i) {
+    if (bpf_map_lookup_elem(fd, &i, per_cpu.data()) != 0) continue;
+    for (auto v : per_cpu) out[i] += v;
+  }
+  return out;
+}
+
+std::vector<ProgramRunStats> ContainerProbes::ReadRunStats() const {
+  std::vector<ProgramRunStats> out;
+  for (const auto& p : programs_) {
+    ProgramRunStats s{p.spec->name, p.attached, 0, 0};
+    if (p.attached) {
+      bpf_program* prog = bpf_object__find_program_by_name(skel_->obj, p.spec->name.c_str());
+      bpf_prog_info info{};
+      __u32 len = sizeof(info);
+      if (prog && bpf_obj_get_info_by_fd(bpf_program__fd(prog), &info, &len) == 0) {
+        s.run_ns = info.run_time_ns;
+        s.run_cnt = info.run_cnt;
+      }
+    }
+    out.push_back(s);
+  }
+  return out;
+}
+
+}  // namespace isoscope

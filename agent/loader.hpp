@@ -1,0 +1,64 @@
+// Loads bpf/container.bpf.c (via its generated skeleton), switching programs
+// on and off from the program table and the feature prober, and attaches
+// them. Destroying the object detaches everything.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "features.hpp"
+#include "programs.hpp"
+#include "util/result.hpp"
+
+struct container_bpf;
+
+namespace isoscope {
+
+struct LoadOptions {
+  std::uint32_t filter_tgid = 0;           // 0: every process
+  std::uint64_t stream_min_ns = 1000000;   // ISO_REC_DELAY for segments at least this long
+  bool track_kthreads = false;
+  std::uint32_t max_threads = 65536;       // tasks map entries
+  std::uint32_t ringbuf_bytes = 4u << 20;  // power of two
+};
+
+struct ProgramState {
+  const ProgramSpec* spec = nullptr;
+  bool attached = false;
+  std::string reason;  // why not attached
+};
+
+struct ProgramRunStats {
+  std::string name;
+  bool attached = false;
+  std::uint64_t run_ns = 0;
+  std::uint64_t run_cnt = 0;
+};
+
+class ContainerProbes {
+ public:
+  static Result<std::unique_ptr<ContainerProbes>> Open(const LoadOptions& options,
+                                                       FeatureProber& prober);
+  ~ContainerProbes();
+  ContainerProbes(const ContainerProbes&) = delete;
+  ContainerProbes& operator=(const ContainerProbes&) = delete;
+
+  const std::vector<ProgramState>& programs() const { return programs_; }
+  bool ProgramAttached(const std::string& group) const;
+  int tasks_fd() const;
+  int events_fd() const;
+  // Self counters summed over CPUs, indexed by enum iso_stat.
+  std::vector<std::uint64_t> ReadStats() const;
+  // Per attached program: cumulative run time and count (non-zero only while
+  // kernel.bpf_stats_enabled=1).
+  std::vector<ProgramRunStats> ReadRunStats() const;
+
+ private:
+  ContainerProbes() = default;
+  container_bpf* skel_ = nullptr;
+  std::vector<ProgramState> programs_;
+};
+
+}  // namespace isoscope

@@ -1,0 +1,81 @@
+// isoscope: which isolation layer made it slow.
+#include <CLI/CLI.hpp>
+
+#include "commands.hpp"
+#include "util/log.hpp"
+
+int main(int argc, char** argv) {
+  using namespace isoscope;
+  CLI::App app{"isoscope: per-request and per-cgroup latency attribution to isolation layers"};
+  app.require_subcommand(1);
+  std::string log_level = "warn";
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, off")
+      ->capture_default_str();
+
+  auto add_common = [](CLI::App* cmd, CommonOptions& c) {
+    cmd->add_option("--interval", c.interval_s, "seconds per interval")
+        ->capture_default_str()
+        ->check(CLI::Range(0.05, 3600.0));
+    cmd->add_option("--stream-min-us", c.stream_min_us,
+                    "stream delays at least this long (us) for per-request joins")
+        ->capture_default_str();
+    cmd->add_option("--max-threads", c.max_threads, "threads tracked in the kernel")
+        ->capture_default_str();
+  };
+
+  TraceOptions trace;
+  auto* trace_cmd = app.add_subcommand("trace", "per-interval breakdown for a process or cgroup");
+  auto* pid_opt = trace_cmd->add_option("--pid", trace.pid, "process id");
+  auto* cg_opt = trace_cmd->add_option("--cgroup", trace.cgroup,
+                                       "cgroup directory (absolute, or relative to a hierarchy)");
+  pid_opt->excludes(cg_opt);
+  trace_cmd->add_option("--duration", trace.duration_s, "seconds to run (0: until Ctrl-C)");
+  trace_cmd->add_flag("--json", trace.json, "one JSON object per line per interval");
+  auto* replay_opt =
+      trace_cmd->add_option("--replay", trace.replay, "read a recording instead of the kernel");
+  trace_cmd->add_option("--record", trace.record, "also record the live input to this file")
+      ->excludes(replay_opt);
+  add_common(trace_cmd, trace.common);
+
+  RecordOptions record;
+  auto* record_cmd = app.add_subcommand("record", "record kernel evidence to a file for replay");
+  record_cmd->add_option("--pid", record.pid, "only this process (default: all)");
+  record_cmd->add_option("--duration", record.duration_s, "seconds")->capture_default_str();
+  record_cmd->add_option("-o,--output", record.output, "recording file")->required();
+  add_common(record_cmd, record.common);
+
+  DoctorOptions doctor;
+  auto* doctor_cmd = app.add_subcommand("doctor", "which probes and layers work on this kernel");
+  doctor_cmd->add_flag("--json", doctor.json, "machine-readable output");
+
+  AgentOptions agent;
+  auto* agent_cmd = app.add_subcommand("agent", "node-wide daemon with Prometheus /metrics");
+  agent_cmd->add_option("--metrics-addr", agent.metrics_addr, "host:port for /metrics")
+      ->capture_default_str();
+  agent_cmd->add_option("--max-workloads", agent.max_workloads,
+                        "label sets per metric before folding into cgroup=\"other\"")
+      ->capture_default_str();
+  agent_cmd->add_option("--duration", agent.duration_s, "seconds to run (0: until SIGTERM)");
+  add_common(agent_cmd, agent.common);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? kExitOk : kExitUsage;
+  }
+  log::Init(log_level);
+  log::InstallLibbpfLogger();
+
+  if (*trace_cmd) {
+    if (trace.pid == 0 && trace.cgroup.empty()) {
+      std::fprintf(stderr, "isoscope trace: give --pid PID or --cgroup PATH\n");
+      return kExitUsage;
+    }
+    return RunTrace(trace);
+  }
+  if (*record_cmd) return RunRecord(record);
+  if (*doctor_cmd) return RunDoctor(doctor);
+  if (*agent_cmd) return RunAgent(agent);
+  return kExitUsage;
+}

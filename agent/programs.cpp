@@ -1,0 +1,118 @@
+#include "programs.hpp"
+
+#include <set>
+
+#include <fmt/format.h>
+
+namespace isoscope {
+
+std::string_view ProgKindName(ProgKind kind) {
+  switch (kind) {
+    case ProgKind::kTpBtf:
+      return "tp_btf";
+    case ProgKind::kRawTp:
+      return "raw_tp";
+    case ProgKind::kFentry:
+      return "fentry";
+    case ProgKind::kKprobe:
+      return "kprobe";
+  }
+  return "?";
+}
+
+Feature ProgKindFeature(ProgKind kind) {
+  switch (kind) {
+    case ProgKind::kTpBtf:
+      return Feature::kTpBtf;
+    case ProgKind::kRawTp:
+      return Feature::kRawTp;
+    case ProgKind::kFentry:
+      return Feature::kFentry;
+    case ProgKind::kKprobe:
+      return Feature::kKprobe;
+  }
+  return Feature::kCount;
+}
+
+const std::vector<ProgramSpec>& ContainerPrograms() {
+  using L = abi::Layer;
+  static const std::vector<ProgramSpec> table = [] {
+    std::vector<ProgramSpec> t;
+    // Each tracepoint hook exists as tp_btf (preferred) and raw_tp (fallback).
+    auto hook = [&t](const std::string& fn, const std::string& tp, bool optional,
+                     const std::string& purpose) {
+      t.push_back({fn + "_btf", tp, tp, ProgKind::kTpBtf, L::kContainer, optional, purpose});
+      t.push_back({fn + "_raw", tp, tp, ProgKind::kRawTp, L::kContainer, optional, purpose});
+    };
+    hook("iso_sched_switch", "sched_switch", false, "on-CPU, run-queue, throttle and sleep segments");
+    hook("iso_sched_wakeup", "sched_wakeup", false, "end of sleeps (blocked_io / blocked_other)");
+    hook("iso_sched_wakeup_new", "sched_wakeup_new", false, "new threads start runnable");
+    hook("iso_sched_exit", "sched_process_exit", false, "final totals of exiting threads");
+    hook("iso_cgroup_attach", "cgroup_attach_task", true, "refresh cgroup ids after migration");
+    hook("iso_direct_reclaim_begin", "mm_vmscan_direct_reclaim_begin", true,
+         "container.memory_reclaim: direct reclaim start");
+    hook("iso_direct_reclaim_end", "mm_vmscan_direct_reclaim_end", true,
+         "container.memory_reclaim: direct reclaim end");
+    hook("iso_memcg_reclaim_begin", "mm_vmscan_memcg_reclaim_begin", true,
+         "container.memory_reclaim: memcg limit reclaim start");
+    hook("iso_memcg_reclaim_end", "mm_vmscan_memcg_reclaim_end", true,
+         "container.memory_reclaim: memcg limit reclaim end");
+    // Optional extras: the exact end of a CFS throttle, splitting a throttled
+    // off-CPU interval into throttle and the run-queue wait after unthrottle.
+    const std::string unthrottle = "split throttle from the run-queue wait after unthrottle";
+    t.push_back({"iso_unthrottle_fentry", "unthrottle", "unthrottle_cfs_rq", ProgKind::kFentry,
+                 L::kContainer, true, unthrottle});
+    t.push_back({"iso_unthrottle_kprobe", "unthrottle", "unthrottle_cfs_rq", ProgKind::kKprobe,
+                 L::kContainer, true, unthrottle});
+    return t;
+  }();
+  return table;
+}
+
+std::vector<ProgramDecision> PlanPrograms(const std::vector<ProgramSpec>& table,
+                                          FeatureProber& prober) {
+  std::vector<ProgramDecision> plan;
+  std::set<std::string> satisfied;
+  for (const auto& spec : table) {
+    ProgramDecision d{&spec, false, ""};
+    if (satisfied.count(spec.group)) {
+      d.reason = fmt::format("alternative of an enabled {} program", spec.group);
+      plan.push_back(d);
+      continue;
+    }
+    const FeatureStatus feature = prober.Probe(ProgKindFeature(spec.kind));
+    if (!feature.available) {
+      d.reason = feature.reason;
+      plan.push_back(d);
+      continue;
+    }
+    const bool is_function = spec.kind == ProgKind::kFentry || spec.kind == ProgKind::kKprobe;
+    const FeatureStatus target =
+        is_function ? prober.HasFunction(spec.target) : prober.HasTracepoint(spec.target);
+    if (!target.available) {
+      d.reason = target.reason;
+      plan.push_back(d);
+      continue;
+    }
+    d.enabled = true;
+    satisfied.insert(spec.group);
+    plan.push_back(d);
+  }
+  return plan;
+}
+
+std::vector<std::string> MissingRequiredGroups(const std::vector<ProgramDecision>& plan) {
+  std::set<std::string> required;
+  std::set<std::string> enabled;
+  for (const auto& d : plan) {
+    if (!d.spec->optional) required.insert(d.spec->group);
+    if (d.enabled) enabled.insert(d.spec->group);
+  }
+  std::vector<std::string> missing;
+  for (const auto& g : required) {
+    if (!enabled.count(g)) missing.push_back(g);
+  }
+  return missing;
+}
+
+}  // namespace isoscope

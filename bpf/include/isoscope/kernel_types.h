@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The kernel types isoscope's BPF programs read, hand-written as a CO-RE
+ * subset (docs/bpf-types.md explains the choice over a generated vmlinux.h).
+ *
+ * Every struct carries preserve_access_index, so field offsets are relocated
+ * by libbpf against the running kernel's BTF at load time: the layout below
+ * only has to name the fields, not match the kernel's order or padding.
+ * Fields that do not exist on every supported kernel (>= 5.8) are read
+ * through the flavours in core_fixes.bpf.h.
+ */
+#ifndef ISOSCOPE_KERNEL_TYPES_H
+#define ISOSCOPE_KERNEL_TYPES_H
+
+/* Tells bpf_tracing.h that pt_regs has the kernel's field names (di, si...),
+ * as a generated vmlinux.h would. */
+#ifndef __VMLINUX_H__
+#define __VMLINUX_H__
+#endif
+
+typedef unsigned char __u8;
+typedef signed char __s8;
+typedef unsigned short __u16;
+typedef short __s16;
+typedef unsigned int __u32;
+typedef int __s32;
+typedef unsigned long long __u64;
+typedef long long __s64;
+typedef __u8 u8;
+typedef __u16 u16;
+typedef __u32 u32;
+typedef __u64 u64;
+typedef __u16 __be16;
+typedef __u32 __be32;
+typedef __u32 __wsum;
+typedef _Bool bool;
+#define true 1
+#define false 0
+#define NULL ((void *)0)
+
+/* uapi constants from <linux/bpf.h> that the programs use. */
+enum bpf_map_type {
+	BPF_MAP_TYPE_HASH = 1,
+	BPF_MAP_TYPE_ARRAY = 2,
+	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
+	BPF_MAP_TYPE_RINGBUF = 27,
+};
+enum {
+	BPF_ANY = 0,
+	BPF_NOEXIST = 1,
+	BPF_EXIST = 2,
+};
+enum {
+	BPF_RB_NO_WAKEUP = 1,
+	BPF_RB_FORCE_WAKEUP = 2,
+};
+#define BPF_F_NO_PREALLOC (1U << 0)
+
+#pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
+
+/* x86-64 register frame, for kprobe argument access (bpf_tracing.h). */
+struct pt_regs {
+	unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx, si, di;
+	unsigned long orig_ax, ip, cs, flags, sp, ss;
+};
+
+struct kernfs_node {
+	u64 id; /* u64 since v5.5 (commit 67c0496e87d1 "kernfs: convert ->id to u64") */
+};
+
+struct cgroup {
+	struct kernfs_node *kn;
+	int level;
+};
+
+struct cgroup_subsys_state {
+	struct cgroup *cgroup;
+};
+
+struct css_set {
+	struct cgroup_subsys_state *subsys[14];
+	struct cgroup *dfl_cgrp;
+};
+
+struct cfs_rq {
+	int throttle_count; /* > 0 while this cfs_rq or an ancestor is throttled */
+};
+
+struct sched_entity {
+	struct cfs_rq *cfs_rq; /* CONFIG_FAIR_GROUP_SCHED */
+};
+
+struct task_struct {
+	unsigned int __state; /* v5.14+, see core_fixes.bpf.h for older `state` */
+	unsigned int flags;
+	int pid;
+	int tgid;
+	unsigned int in_iowait : 1;
+	struct sched_entity se;
+	struct css_set *cgroups;
+	char comm[16];
+};
+
+#pragma clang attribute pop
+
+/* Scheduler constants (include/linux/sched.h), stable across supported kernels. */
+#define ISO_TASK_RUNNING 0x0000
+#define ISO_TASK_DEAD 0x0080
+#define ISO_PF_KTHREAD 0x00200000
+
+#endif /* ISOSCOPE_KERNEL_TYPES_H */

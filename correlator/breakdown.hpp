@@ -1,0 +1,65 @@
+// Breakdowns and verdicts: how a target's measured time splits over causes,
+// and which layer to blame (shared/TAXONOMY.md, "Verdict").
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "isoscope/abi.hpp"
+
+namespace isoscope::correlator {
+
+// Seconds per cause (indexed by enum iso_cause) over one window.
+struct Breakdown {
+  double interval_s = 0;      // wall-clock length of the window
+  double thread_seconds = 0;  // sum over the target's threads of the time measured
+  std::uint32_t threads = 0;  // threads that contributed
+  std::array<double, ISO_CAUSE_MAX> seconds{};
+
+  double Share(abi::Cause cause) const {
+    return thread_seconds > 0 ? seconds[cause] / thread_seconds : 0.0;
+  }
+  Breakdown& operator+=(const Breakdown& other);
+};
+
+struct Verdict {
+  std::optional<abi::Cause> cause;  // nullopt = "none"
+  double share = 0;                 // of thread_seconds
+  double confidence = 0;            // [0, 1]
+};
+
+// Blame threshold: a blamable cause must exceed this share to be the verdict.
+inline constexpr double kVerdictThreshold = 0.10;
+
+// The dominant cause outside the `app` layer when its share exceeds
+// kVerdictThreshold, else none. Confidence (docs/verdicts.md) is
+//   coverage * dominance
+// where coverage = thread_seconds / (threads * interval_s), capped at 1 (how
+// much of the window the evidence covers), and dominance = top / (top +
+// runner-up) over blamable causes (1 when there is no runner-up). A `none`
+// verdict's confidence is coverage * (1 - top_share / kVerdictThreshold / 2).
+Verdict ComputeVerdict(const Breakdown& breakdown);
+
+// Identity of what a breakdown is about; empty strings when unknown.
+struct TargetInfo {
+  std::optional<std::int32_t> pid;
+  std::string cgroup;        // path given by the user or resolved from ids
+  std::string pod_uid;
+  std::string container_id;
+  std::string comm;
+  std::string cgroup_mode;   // "v1", "v2", "hybrid"
+};
+
+// One interval's result for one target: what `trace` prints and exporters send.
+struct IntervalReport {
+  TargetInfo target;
+  std::uint64_t start_ns = 0;  // CLOCK_BOOTTIME
+  std::uint64_t end_ns = 0;
+  Breakdown breakdown;
+  Verdict verdict;
+};
+
+}  // namespace isoscope::correlator

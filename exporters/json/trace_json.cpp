@@ -1,0 +1,232 @@
+#include "exporters/json/trace_json.hpp"
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace isoscope::exporters {
+namespace {
+
+using nlohmann::json;
+
+constexpr std::string_view kNone = "none";
+
+// Thread-state causes always, others when measured; seconds descending, ties by id.
+std::vector<abi::Cause> BreakdownCauses(const correlator::Breakdown& breakdown) {
+  std::vector<abi::Cause> causes;
+  for (abi::Cause c = 0; c < ISO_CAUSE_MAX; ++c) {
+    if (c < ISO_THREAD_CAUSES || breakdown.seconds[c] > 0) causes.push_back(c);
+  }
+  std::stable_sort(causes.begin(), causes.end(), [&](abi::Cause a, abi::Cause b) {
+    return breakdown.seconds[a] > breakdown.seconds[b];
+  });
+  return causes;
+}
+
+// Looks up `key` in `object`; an error names the key under `where`.
+Result<const json*> Field(const json& object, std::string_view where, std::string_view key) {
+  const auto it = object.find(key);
+  if (it == object.end()) return MakeError("{}: missing key \"{}\"", where, key);
+  return &*it;
+}
+
+Result<double> NumberField(const json& object, std::string_view where, std::string_view key) {
+  auto field = Field(object, where, key);
+  if (!field) return field.error();
+  if (!(*field)->is_number()) {
+    return MakeError("{}: \"{}\" must be a number, got {}", where, key, (*field)->type_name());
+  }
+  return (*field)->get<double>();
+}
+
+Result<std::string> OptionalString(const json& object, std::string_view where,
+                                   std::string_view key) {
+  const auto it = object.find(key);
+  if (it == object.end()) return std::string();
+  if (!it->is_string()) {
+    return MakeError("{}: \"{}\" must be a string, got {}", where, key, it->type_name());
+  }
+  return it->get<std::string>();
+}
+
+Result<correlator::TargetInfo> ParseTarget(const json& object) {
+  constexpr std::string_view kWhere = "target";
+  if (!object.is_object()) return MakeError("\"target\" must be an object");
+  correlator::TargetInfo target;
+  if (const auto pid = object.find("pid"); pid != object.end()) {
+    if (!pid->is_number_integer()) return MakeError("target: \"pid\" must be an integer");
+    const auto value = pid->get<std::int64_t>();
+    if (value < 0 || value > std::numeric_limits<std::int32_t>::max()) {
+      return MakeError("target: \"pid\" {} is out of range", value);
+    }
+    target.pid = static_cast<std::int32_t>(value);
+  }
+  struct StringKey {
+    std::string_view key;
+    std::string* out;
+  };
+  for (const StringKey& k :
+       {StringKey{"cgroup", &target.cgroup}, StringKey{"pod_uid", &target.pod_uid},
+        StringKey{"container_id", &target.container_id}, StringKey{"comm", &target.comm}}) {
+    auto value = OptionalString(object, kWhere, k.key);
+    if (!value) return value.error();
+    *k.out = std::move(value.value());
+  }
+  return target;
+}
+
+Result<abi::Cause> ParseCause(const json& object, std::string_view where) {
+  auto cause_field = Field(object, where, "cause");
+  if (!cause_field) return cause_field.error();
+  if (!(*cause_field)->is_string()) return MakeError("{}: \"cause\" must be a string", where);
+  const auto& name = (*cause_field)->get_ref<const std::string&>();
+  const auto cause = abi::CauseFromName(name);
+  if (!cause) return MakeError("{}: unknown cause \"{}\"", where, name);
+  if (const auto layer = object.find("layer"); layer != object.end()) {
+    const std::string_view want = abi::LayerName(abi::CauseLayer(*cause));
+    if (!layer->is_string() || layer->get_ref<const std::string&>() != want) {
+      return MakeError("{}: layer {} does not match cause \"{}\" (layer \"{}\")", where,
+                       layer->dump(), name, want);
+    }
+  }
+  return *cause;
+}
+
+Status ParseBreakdown(const json& array, correlator::Breakdown& breakdown) {
+  if (!array.is_array()) return MakeError("\"breakdown\" must be an array");
+  std::set<abi::Cause> seen;
+  for (std::size_t i = 0; i < array.size(); ++i) {
+    const std::string where = fmt::format("breakdown[{}]", i);
+    const json& entry = array[i];
+    if (!entry.is_object()) return MakeError("{}: must be an object", where);
+    auto cause = ParseCause(entry, where);
+    if (!cause) return cause.error();
+    if (!seen.insert(*cause).second) {
+      return MakeError("{}: cause \"{}\" is listed twice", where, abi::CauseName(*cause));
+    }
+    auto seconds = NumberField(entry, where, "seconds");
+    if (!seconds) return seconds.error();
+    if (*seconds < 0) return MakeError("{}: \"seconds\" must not be negative", where);
+    breakdown.seconds[*cause] = *seconds;
+  }
+  return {};
+}
+
+Result<correlator::Verdict> ParseVerdict(const json& object) {
+  constexpr std::string_view kWhere = "verdict";
+  if (!object.is_object()) return MakeError("\"verdict\" must be an object");
+  correlator::Verdict verdict;
+  auto cause_field = Field(object, kWhere, "cause");
+  if (!cause_field) return cause_field.error();
+  if ((*cause_field)->is_string() && (*cause_field)->get_ref<const std::string&>() == kNone) {
+    const auto layer = object.find("layer");
+    if (layer != object.end() &&
+        (!layer->is_string() || layer->get_ref<const std::string&>() != kNone)) {
+      return MakeError("verdict: layer {} does not match cause \"none\"", layer->dump());
+    }
+  } else {
+    auto cause = ParseCause(object, kWhere);
+    if (!cause) return cause.error();
+    if (!abi::Blamable(*cause)) {
+      return MakeError("verdict: cause \"{}\" is in the app layer, which a verdict never blames",
+                       abi::CauseName(*cause));
+    }
+    verdict.cause = *cause;
+  }
+  auto share = NumberField(object, kWhere, "share");
+  if (!share) return share.error();
+  auto confidence = NumberField(object, kWhere, "confidence");
+  if (!confidence) return confidence.error();
+  verdict.share = *share;
+  verdict.confidence = *confidence;
+  return verdict;
+}
+
+}  // namespace
+
+json TraceIntervalJson(const correlator::IntervalReport& report) {
+  const correlator::TargetInfo& t = report.target;
+  json target = json::object();
+  if (t.pid) target["pid"] = *t.pid;
+  if (!t.cgroup.empty()) target["cgroup"] = t.cgroup;
+  if (!t.pod_uid.empty()) target["pod_uid"] = t.pod_uid;
+  if (!t.container_id.empty()) target["container_id"] = t.container_id;
+  if (!t.comm.empty()) target["comm"] = t.comm;
+
+  const correlator::Breakdown& b = report.breakdown;
+  json breakdown = json::array();
+  for (const abi::Cause c : BreakdownCauses(b)) {
+    breakdown.push_back({{"layer", abi::LayerName(abi::CauseLayer(c))},
+                         {"cause", abi::CauseName(c)},
+                         {"seconds", b.seconds[c]},
+                         {"share", b.Share(c)}});
+  }
+
+  const correlator::Verdict& v = report.verdict;
+  json verdict = json::object();
+  if (v.cause) {
+    verdict["layer"] = abi::LayerName(abi::CauseLayer(*v.cause));
+    verdict["cause"] = abi::CauseName(*v.cause);
+  } else {
+    verdict["layer"] = kNone;
+    verdict["cause"] = kNone;
+  }
+  verdict["share"] = v.share;
+  verdict["confidence"] = v.confidence;
+
+  json out = json::object();
+  out["target"] = std::move(target);
+  out["interval_s"] = b.interval_s;
+  out["thread_seconds"] = b.thread_seconds;
+  out["threads"] = b.threads;
+  out["breakdown"] = std::move(breakdown);
+  out["verdict"] = std::move(verdict);
+  return out;
+}
+
+Result<correlator::IntervalReport> ParseTraceIntervalJson(const json& object) {
+  constexpr std::string_view kWhere = "trace interval";
+  if (!object.is_object()) {
+    return MakeError("{}: expected a JSON object, got {}", kWhere, object.type_name());
+  }
+  correlator::IntervalReport report;
+
+  auto target_field = Field(object, kWhere, "target");
+  if (!target_field) return target_field.error();
+  auto target = ParseTarget(**target_field);
+  if (!target) return target.error();
+  report.target = std::move(target.value());
+
+  auto interval = NumberField(object, kWhere, "interval_s");
+  if (!interval) return interval.error();
+  auto thread_seconds = NumberField(object, kWhere, "thread_seconds");
+  if (!thread_seconds) return thread_seconds.error();
+  auto threads_field = Field(object, kWhere, "threads");
+  if (!threads_field) return threads_field.error();
+  const json& threads = **threads_field;
+  if (!threads.is_number_unsigned() ||
+      threads.get<std::uint64_t>() > std::numeric_limits<std::uint32_t>::max()) {
+    return MakeError("{}: \"threads\" must be a non-negative 32-bit integer, got {}", kWhere,
+                     threads.dump());
+  }
+  report.breakdown.interval_s = *interval;
+  report.breakdown.thread_seconds = *thread_seconds;
+  report.breakdown.threads = threads.get<std::uint32_t>();
+
+  auto breakdown_field = Field(object, kWhere, "breakdown");
+  if (!breakdown_field) return breakdown_field.error();
+  if (Status s = ParseBreakdown(**breakdown_field, report.breakdown); !s) return s.error();
+
+  auto verdict_field = Field(object, kWhere, "verdict");
+  if (!verdict_field) return verdict_field.error();
+  auto verdict = ParseVerdict(**verdict_field);
+  if (!verdict) return verdict.error();
+  report.verdict = *verdict;
+  return report;
+}
+
+}  // namespace isoscope::exporters
