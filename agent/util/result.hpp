@@ -40,6 +40,8 @@ class [[nodiscard]] Result {
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
   T& operator*() & { return value(); }
+  const T& operator*() const& { return value(); }
+  T operator*() && { return std::get<T>(std::move(v_)); }
 
   const Error& error() const { return std::get<Error>(v_); }
 

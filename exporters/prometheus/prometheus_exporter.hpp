@@ -1,10 +1,10 @@
 // Prometheus metrics of isoscope: per-workload cause seconds, verdicts, delay histograms and the
 // agent's own health (records received/lost, BPF program run time, probes up).
 //
-// Names and labels are fixed (docs/metrics.md); the cause and layer label values are those of
-// shared/TAXONOMY.md. Workload labels are pod_uid, container_id and cgroup. Cardinality is
-// bounded: after max_workloads distinct workloads, further ones are folded into
-// {cgroup="other",pod_uid="",container_id=""} and each folded interval report is counted in
+// Names and labels are fixed (listed in the .cpp with their help strings); the cause and layer
+// label values are those of shared/TAXONOMY.md. Workload labels are pod_uid, container_id and
+// cgroup. Cardinality is bounded: after max_workloads distinct workloads, further ones are folded
+// into {cgroup="other",pod_uid="",container_id=""} and each folded interval report is counted in
 // isoscope_workloads_overflow_total. prometheus-cpp 1.0 exposes names as registered, so counter
 // names carry their `_total` suffix here.
 //

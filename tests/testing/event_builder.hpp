@@ -1,0 +1,91 @@
+// Synthetic record builders for unit tests: the same bytes the live path
+// produces, built in memory.
+#pragma once
+
+#include <cstring>
+#include <initializer_list>
+#include <utility>
+#include <vector>
+
+#include "isoscope/abi.hpp"
+
+namespace isoscope::testing {
+
+using Bytes = std::vector<std::byte>;
+
+template <typename T>
+Bytes ToBytes(const T& rec) {
+  Bytes out(sizeof(T));
+  std::memcpy(out.data(), &rec, sizeof(T));
+  return out;
+}
+
+inline iso_rec_hdr Header(std::uint16_t kind, std::uint16_t size, std::uint64_t ts_ns,
+                          std::uint32_t tgid = 0, std::uint32_t tid = 0) {
+  iso_rec_hdr h{};
+  h.kind = kind;
+  h.size = size;
+  h.abi_version = ISO_ABI_VERSION;
+  h.tgid = tgid;
+  h.tid = tid;
+  h.ts_ns = ts_ns;
+  return h;
+}
+
+// Cumulative totals of one thread as BPF keeps them.
+class ThreadBuilder {
+ public:
+  ThreadBuilder(std::uint32_t tgid, std::uint32_t tid) {
+    t_.tgid = tgid;
+    tid_ = tid;
+    std::strncpy(t_.comm, "synthetic", sizeof(t_.comm) - 1);
+  }
+  ThreadBuilder& Cgroups(std::uint64_t v2, std::uint64_t v1_cpu) {
+    t_.cgroup_v2_id = v2;
+    t_.cgroup_v1_cpu_id = v1_cpu;
+    return *this;
+  }
+  // Adds closed time to a cause.
+  ThreadBuilder& Add(std::uint32_t cause, std::uint64_t ns) {
+    t_.cause_ns[cause] += ns;
+    return *this;
+  }
+  // The segment open since `start_ns`.
+  ThreadBuilder& Open(std::uint32_t cause, std::uint64_t start_ns) {
+    t_.seg_cause = cause;
+    t_.seg_start_ns = start_ns;
+    return *this;
+  }
+  Bytes Totals(std::uint64_t ts_ns, std::uint16_t kind = ISO_REC_THREAD_TOTALS) const {
+    iso_rec_thread_totals rec{};
+    rec.hdr = Header(kind, sizeof(rec), ts_ns, t_.tgid, tid_);
+    rec.hdr.cgroup_v2_id = t_.cgroup_v2_id;
+    rec.hdr.cgroup_v1_cpu_id = t_.cgroup_v1_cpu_id;
+    rec.t = t_;
+    return ToBytes(rec);
+  }
+  Bytes Exit(std::uint64_t ts_ns) const {
+    ThreadBuilder closed = *this;
+    closed.t_.seg_start_ns = ts_ns;  // BPF closes the segment before emitting
+    return closed.Totals(ts_ns, ISO_REC_THREAD_EXIT);
+  }
+
+ private:
+  iso_thread_totals t_{};
+  std::uint32_t tid_;
+};
+
+inline Bytes Snapshot(std::uint64_t ts_ns) {
+  return ToBytes(Header(ISO_REC_SNAPSHOT, sizeof(iso_rec_hdr), ts_ns));
+}
+
+inline Bytes Delay(std::uint32_t tgid, std::uint32_t tid, std::uint32_t cause,
+                   std::uint64_t start_ns, std::uint64_t end_ns) {
+  iso_rec_delay rec{};
+  rec.hdr = Header(ISO_REC_DELAY, sizeof(rec), end_ns, tgid, tid);
+  rec.start_ns = start_ns;
+  rec.cause = cause;
+  return ToBytes(rec);
+}
+
+}  // namespace isoscope::testing

@@ -1,0 +1,99 @@
+// The program table and its planner, against a kernel described by a table.
+#include <map>
+#include <set>
+
+#include <gtest/gtest.h>
+
+#include "features.hpp"
+#include "programs.hpp"
+
+namespace isoscope {
+namespace {
+
+class FakeProber : public FeatureProber {
+ public:
+  std::map<Feature, FeatureStatus> features;
+  std::set<std::string> missing_tracepoints;
+  std::set<std::string> missing_functions;
+
+  FeatureStatus Probe(Feature f) override {
+    auto it = features.find(f);
+    return it == features.end() ? FeatureStatus{true, ""} : it->second;
+  }
+  FeatureStatus HasTracepoint(std::string_view name) override {
+    if (missing_tracepoints.count(std::string(name))) return {false, "no such tracepoint"};
+    return {true, ""};
+  }
+  FeatureStatus HasFunction(std::string_view name) override {
+    if (missing_functions.count(std::string(name))) return {false, "not in BTF"};
+    return {true, ""};
+  }
+};
+
+const ProgramDecision& Find(const std::vector<ProgramDecision>& plan, const std::string& name) {
+  for (const auto& d : plan) {
+    if (d.spec->name == name) return d;
+  }
+  ADD_FAILURE() << "no program " << name;
+  static ProgramDecision none;
+  return none;
+}
+
+TEST(ProgramTable, EveryGroupHasExactlyOneKindPerAlternative) {
+  std::map<std::string, std::set<ProgKind>> kinds;
+  for (const auto& p : ContainerPrograms()) {
+    EXPECT_TRUE(kinds[p.group].insert(p.kind).second) << p.name;
+    EXPECT_FALSE(p.purpose.empty()) << p.name;
+  }
+  EXPECT_TRUE(kinds.count("sched_switch"));
+  EXPECT_TRUE(kinds.count("unthrottle"));
+}
+
+TEST(PlanPrograms, FullKernelPrefersTpBtfAndFentry) {
+  FakeProber k;
+  auto plan = PlanPrograms(ContainerPrograms(), k);
+  EXPECT_TRUE(Find(plan, "iso_sched_switch_btf").enabled);
+  EXPECT_FALSE(Find(plan, "iso_sched_switch_raw").enabled);
+  EXPECT_TRUE(Find(plan, "iso_unthrottle_fentry").enabled);
+  EXPECT_FALSE(Find(plan, "iso_unthrottle_kprobe").enabled);
+  EXPECT_TRUE(MissingRequiredGroups(plan).empty());
+}
+
+TEST(PlanPrograms, ThisMachineShapeFallsBackWithReasons) {
+  // As on the 6.18 test VM: no kprobes, fentry fails to load.
+  FakeProber k;
+  k.features[Feature::kFentry] = {false, "fentry program load failed: Operation not permitted"};
+  k.features[Feature::kKprobe] = {false, "kernel has no kprobe PMU"};
+  auto plan = PlanPrograms(ContainerPrograms(), k);
+  EXPECT_TRUE(Find(plan, "iso_sched_switch_btf").enabled);
+  const auto& fentry = Find(plan, "iso_unthrottle_fentry");
+  EXPECT_FALSE(fentry.enabled);
+  EXPECT_NE(fentry.reason.find("Operation not permitted"), std::string::npos);
+  EXPECT_NE(Find(plan, "iso_unthrottle_kprobe").reason.find("kprobe PMU"), std::string::npos);
+  EXPECT_TRUE(MissingRequiredGroups(plan).empty());  // unthrottle is optional
+}
+
+TEST(PlanPrograms, NoBtfTracepointsUsesRawTpAndMissingFunctionDisablesKprobe) {
+  FakeProber k;
+  k.features[Feature::kTpBtf] = {false, "tp_btf program load failed"};
+  k.features[Feature::kFentry] = {false, "no trampolines"};
+  k.missing_functions.insert("unthrottle_cfs_rq");
+  auto plan = PlanPrograms(ContainerPrograms(), k);
+  EXPECT_FALSE(Find(plan, "iso_sched_switch_btf").enabled);
+  EXPECT_TRUE(Find(plan, "iso_sched_switch_raw").enabled);
+  EXPECT_TRUE(Find(plan, "iso_memcg_reclaim_end_raw").enabled);
+  EXPECT_EQ(Find(plan, "iso_unthrottle_kprobe").reason, "not in BTF");
+}
+
+TEST(PlanPrograms, MissingRequiredTracepointIsReported) {
+  FakeProber k;
+  k.missing_tracepoints.insert("sched_wakeup_new");
+  k.missing_tracepoints.insert("mm_vmscan_memcg_reclaim_begin");
+  auto plan = PlanPrograms(ContainerPrograms(), k);
+  auto missing = MissingRequiredGroups(plan);
+  ASSERT_EQ(missing.size(), 1u);  // the reclaim hook is optional
+  EXPECT_EQ(missing[0], "sched_wakeup_new");
+}
+
+}  // namespace
+}  // namespace isoscope
