@@ -123,9 +123,71 @@ std::variant<Target, TargetError> ResolveTarget(std::int32_t pid, const std::str
   return t;
 }
 
+std::string ReadLine(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+// Threads of a process as the seed for the tasks map, with their cgroup ids.
+void AddProcessThreads(std::int32_t pid, const identity::CgroupMounts& m,
+                       std::vector<ContainerProbes::SeedThread>& out) {
+  std::uint64_t v2 = 0;
+  std::uint64_t v1 = 0;
+  if (auto cg = identity::ReadProcCgroup(pid)) {
+    if (!m.v2_root.empty() && !cg->v2_path.empty()) {
+      if (auto id = identity::CgroupIdOfPath(m.v2_root + cg->v2_path)) v2 = *id;
+    }
+    auto root = m.v1_roots.find("cpu");
+    auto path = cg->v1_paths.find("cpu");
+    if (root != m.v1_roots.end() && path != cg->v1_paths.end()) {
+      if (auto id = identity::CgroupIdOfPath(root->second + path->second)) v1 = *id;
+    } else if (v2 != 0) {
+      v1 = v2;  // pure v2: the cpu controller lives in the v2 hierarchy
+    }
+  }
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid), ec)) {
+    ContainerProbes::SeedThread t;
+    try {
+      t.tid = static_cast<std::uint32_t>(std::stoul(e.path().filename().string()));
+    } catch (...) {
+      continue;
+    }
+    t.tgid = static_cast<std::uint32_t>(pid);
+    const std::string stat = ReadLine(e.path().string() + "/stat");
+    const auto close_paren = stat.rfind(')');
+    if (close_paren == std::string::npos || close_paren + 2 >= stat.size()) continue;
+    t.state = stat[close_paren + 2];
+    t.comm = ReadLine(e.path().string() + "/comm");
+    t.cgroup_v2_id = v2;
+    t.cgroup_v1_cpu_id = v1;
+    out.push_back(std::move(t));
+  }
+}
+
+// Processes of a cgroup subtree (any hierarchy).
+std::vector<std::int32_t> ProcessesIn(const std::string& dir) {
+  std::vector<std::int32_t> pids;
+  std::error_code ec;
+  std::vector<std::filesystem::path> dirs = {dir};
+  for (auto it = std::filesystem::recursive_directory_iterator(dir, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_directory(ec)) dirs.push_back(it->path());
+  }
+  for (const auto& d : dirs) {
+    std::ifstream in(d / "cgroup.procs");
+    std::int32_t pid = 0;
+    while (in >> pid) pids.push_back(pid);
+  }
+  return pids;
+}
+
 Result<std::unique_ptr<source::EventSource>> OpenSource(const CommonOptions& c, std::int32_t pid,
                                                         double duration_s,
-                                                        const std::string& replay) {
+                                                        const std::string& replay,
+                                                        const std::vector<std::int32_t>& seed) {
   if (!replay.empty()) {
     auto r = source::ReplaySource::Open(replay);
     if (!r) return r.error();
@@ -136,8 +198,16 @@ Result<std::unique_ptr<source::EventSource>> OpenSource(const CommonOptions& c, 
   lo.filter_tgid = static_cast<std::uint32_t>(pid > 0 ? pid : 0);
   lo.stream_min_ns = c.stream_min_us * 1000;
   lo.max_threads = c.max_threads;
+  lo.no_optional = c.no_optional_probes;
   auto probes = ContainerProbes::Open(lo, prober);
   if (!probes) return probes.error();
+  if (!seed.empty()) {
+    std::vector<ContainerProbes::SeedThread> threads;
+    auto mounts = identity::ReadMounts();
+    for (std::int32_t p : seed) AddProcessThreads(p, mounts ? *mounts : identity::CgroupMounts{}, threads);
+    const std::size_t added = (*probes)->Seed(threads, source::BootNs());
+    spdlog::debug("seeded {} of {} existing threads", added, threads.size());
+  }
   LiveSource::Options so;
   so.interval = std::chrono::milliseconds(static_cast<std::int64_t>(c.interval_s * 1000));
   so.duration = std::chrono::milliseconds(static_cast<std::int64_t>(duration_s * 1000));
@@ -171,7 +241,15 @@ int RunTrace(const TraceOptions& o) {
   }
   Target target = std::get<Target>(std::move(resolved));
 
-  auto src = OpenSource(o.common, o.pid, o.duration_s, o.replay);
+  std::vector<std::int32_t> seed;
+  if (o.replay.empty()) {
+    if (o.pid > 0) seed.push_back(o.pid);
+    for (const auto* dir : {&target.v2_dir, &target.v1_dir}) {
+      if (dir->empty()) continue;
+      for (std::int32_t p : ProcessesIn(*dir)) seed.push_back(p);
+    }
+  }
+  auto src = OpenSource(o.common, o.pid, o.duration_s, o.replay, seed);
   if (!src) {
     std::fprintf(stderr, "isoscope trace: %s\n", src.error().message.c_str());
     return kExitFailure;
@@ -250,7 +328,9 @@ int RunRecord(const RecordOptions& o) {
     std::fprintf(stderr, "isoscope record: %s\n", writer.error().message.c_str());
     return kExitUsage;
   }
-  auto src = OpenSource(o.common, o.pid, o.duration_s, "");
+  std::vector<std::int32_t> seed;
+  if (o.pid > 0) seed.push_back(o.pid);
+  auto src = OpenSource(o.common, o.pid, o.duration_s, "", seed);
   if (!src) {
     std::fprintf(stderr, "isoscope record: %s\n", src.error().message.c_str());
     return kExitFailure;

@@ -16,6 +16,7 @@ struct CommonOptions {
   double interval_s = 1.0;
   std::uint64_t stream_min_us = 1000;
   std::uint32_t max_threads = 65536;
+  bool no_optional_probes = false;
 };
 
 struct TraceOptions {

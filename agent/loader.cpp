@@ -79,7 +79,11 @@ Result<std::unique_ptr<ContainerProbes>> ContainerProbes::Open(const LoadOptions
   }
   std::vector<ProgramState> programs;
   for (const auto& d : PlanPrograms(ContainerPrograms(), prober)) {
-    programs.push_back({d.spec, false, d.enabled ? "" : d.reason});
+    std::string reason = d.enabled ? "" : d.reason;
+    if (options.no_optional && d.spec->optional && reason.empty()) {
+      reason = "switched off by --no-optional-probes";
+    }
+    programs.push_back({d.spec, false, reason});
   }
 
   // Attempts: as planned; then without optional programs; then with raw_tp
@@ -139,6 +143,23 @@ bool ContainerProbes::ProgramAttached(const std::string& group) const {
     if (p.spec->group == group && p.attached) return true;
   }
   return false;
+}
+
+std::size_t ContainerProbes::Seed(const std::vector<SeedThread>& threads, std::uint64_t now_ns) {
+  std::size_t added = 0;
+  for (const auto& t : threads) {
+    iso_thread_totals v{};
+    v.tgid = t.tgid;
+    v.seg_start_ns = now_ns;
+    // A runnable thread in /proc may be on a CPU or waiting for one; the next
+    // scheduler event replaces this guess with the real state.
+    v.seg_cause = t.state == 'R' ? ISO_CAUSE_APP_ON_CPU : ISO_CAUSE_APP_BLOCKED_OTHER;
+    v.cgroup_v2_id = t.cgroup_v2_id;
+    v.cgroup_v1_cpu_id = t.cgroup_v1_cpu_id;
+    std::strncpy(v.comm, t.comm.c_str(), sizeof(v.comm) - 1);
+    if (bpf_map_update_elem(tasks_fd(), &t.tid, &v, BPF_NOEXIST) == 0) ++added;
+  }
+  return added;
 }
 
 int ContainerProbes::tasks_fd() const { return bpf_map__fd(skel_->maps.tasks); }

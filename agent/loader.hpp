@@ -22,6 +22,7 @@ struct LoadOptions {
   bool track_kthreads = false;
   std::uint32_t max_threads = 65536;       // tasks map entries
   std::uint32_t ringbuf_bytes = 4u << 20;  // power of two
+  bool no_optional = false;                // switch every optional program off
 };
 
 struct ProgramState {
@@ -49,6 +50,19 @@ class ContainerProbes {
   bool ProgramAttached(const std::string& group) const;
   int tasks_fd() const;
   int events_fd() const;
+  // Adds threads that already exist to the tasks map, so a thread that sleeps
+  // through a whole trace is still accounted (BPF only sees threads once they
+  // have a scheduler event). Entries BPF already made are kept. Returns the
+  // number added.
+  struct SeedThread {
+    std::uint32_t tid = 0;
+    std::uint32_t tgid = 0;
+    char state = 'S';  // from /proc/<pid>/task/<tid>/stat
+    std::uint64_t cgroup_v2_id = 0;
+    std::uint64_t cgroup_v1_cpu_id = 0;
+    std::string comm;
+  };
+  std::size_t Seed(const std::vector<SeedThread>& threads, std::uint64_t now_ns);
   // Self counters summed over CPUs, indexed by enum iso_stat.
   std::vector<std::uint64_t> ReadStats() const;
   // Per attached program: cumulative run time and count (non-zero only while

@@ -21,6 +21,8 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     cmd->add_option("--max-threads", c.max_threads, "threads tracked in the kernel")
         ->capture_default_str();
+    cmd->add_flag("--no-optional-probes", c.no_optional_probes,
+                  "tracepoints only: switch off optional kprobe/fentry programs");
   };
 
   TraceOptions trace;
