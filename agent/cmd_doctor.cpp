@@ -81,7 +81,7 @@ int RunDoctor(const DoctorOptions& o) {
                                {"group", s.spec->group},
                                {"kind", std::string(ProgKindName(s.spec->kind))},
                                {"target", s.spec->target},
-                               {"layer", std::string(abi::LayerName(s.spec->layer))},
+                               {"layer", s.spec->area},
                                {"optional", s.spec->optional},
                                {"available", s.attached},
                                {"reason", s.attached ? "" : s.reason},

@@ -1,5 +1,6 @@
 #include "features.hpp"
 
+#include <sys/mount.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 #include <bpf/libbpf.h>
 #include <fmt/format.h>
 #include <linux/bpf.h>
+#include <spdlog/spdlog.h>
 
 #include "collectors/identity/cgroup_identity.hpp"
 
@@ -20,7 +22,7 @@ namespace isoscope {
 namespace {
 
 constexpr std::array<std::string_view, static_cast<std::size_t>(Feature::kCount)> kNames = {
-    "btf", "ringbuf", "raw_tp", "tp_btf", "fentry", "kprobe", "boot_clock", "bpf_stats"};
+    "btf", "ringbuf", "raw_tp", "tp_btf", "fentry", "kprobe", "boot_clock", "bpf_stats", "tracefs"};
 
 // Loads `return 0` as a tracing program attached (by BTF id) to `btf_id`.
 int TryLoadTracing(bpf_attach_type attach, int btf_id) {
@@ -44,6 +46,20 @@ std::string ReadFirstLine(const std::string& path) {
 }
 
 }  // namespace
+
+void EnsureTracefs() {
+  if (!TracefsRoot().empty()) return;
+  if (mount("nodev", "/sys/kernel/tracing", "tracefs", 0, nullptr) != 0) {
+    spdlog::debug("mount tracefs on /sys/kernel/tracing: {}", std::strerror(errno));
+  }
+}
+
+std::string TracefsRoot() {
+  for (const char* root : {"/sys/kernel/tracing", "/sys/kernel/debug/tracing"}) {
+    if (access(fmt::format("{}/events", root).c_str(), R_OK) == 0) return root;
+  }
+  return {};
+}
 
 std::string_view FeatureName(Feature feature) { return kNames[static_cast<std::size_t>(feature)]; }
 
@@ -116,6 +132,10 @@ FeatureStatus KernelFeatureProber::ProbeUncached(Feature feature) {
       if (v == "1") return {true, ""};
       return {false, "kernel.bpf_stats_enabled is 0 (per-program run time not collected)"};
     }
+    case Feature::kTracefs: {
+      if (!TracefsRoot().empty()) return {true, TracefsRoot()};
+      return {false, "tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing)"};
+    }
     case Feature::kCount:
       break;
   }
@@ -123,6 +143,13 @@ FeatureStatus KernelFeatureProber::ProbeUncached(Feature feature) {
 }
 
 FeatureStatus KernelFeatureProber::HasTracepoint(std::string_view name) {
+  if (name.find('/') != std::string_view::npos) {
+    // A classic tracepoint "category/event": look in tracefs.
+    const std::string root = TracefsRoot();
+    if (root.empty()) return {false, "tracefs is not mounted"};
+    if (access(fmt::format("{}/events/{}/id", root, name).c_str(), R_OK) == 0) return {true, ""};
+    return {false, fmt::format("kernel has no tracepoint {}", name)};
+  }
   if (vmlinux_) {
     const std::string type = fmt::format("btf_trace_{}", name);
     if (btf__find_by_name_kind(vmlinux_, type.c_str(), BTF_KIND_TYPEDEF) >= 0) return {true, ""};

@@ -19,6 +19,7 @@ enum class Feature {
   kKprobe,    // kprobe perf PMU
   kBootClock, // bpf_ktime_get_boot_ns
   kBpfStats,  // kernel.bpf_stats_enabled is on (per-program run time)
+  kTracefs,   // tracefs mounted (classic tracepoint programs attach through it)
   kCount,
 };
 
@@ -54,6 +55,11 @@ class KernelFeatureProber : public FeatureProber {
   std::string btf_error_;
   std::map<Feature, FeatureStatus> cache_;
 };
+
+// Where tracefs is mounted ("" if nowhere).
+std::string TracefsRoot();
+// Mounts tracefs at /sys/kernel/tracing if it is nowhere (best effort).
+void EnsureTracefs();
 
 // Kernel facts for `doctor`.
 struct KernelFacts {

@@ -11,19 +11,19 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "container.skel.h"
+#include "isoscope.skel.h"
 
 namespace isoscope {
 namespace {
 
 // One attempt: open, configure, load, attach. `disabled` names programs
 // switched off on top of the plan (after an earlier attempt failed).
-Result<container_bpf*> TryLoad(const LoadOptions& o, std::vector<ProgramState>& programs) {
-  container_bpf* skel = container_bpf__open();
+Result<isoscope_bpf*> TryLoad(const LoadOptions& o, std::vector<ProgramState>& programs) {
+  isoscope_bpf* skel = isoscope_bpf__open();
   if (!skel) return Error{fmt::format("open BPF object: {}", std::strerror(errno)), errno};
 
   if (skel->rodata->abi_version != ISO_ABI_VERSION) {
-    container_bpf__destroy(skel);
+    isoscope_bpf__destroy(skel);
     return MakeError("BPF object ABI version {} differs from the agent's {}",
                      skel->rodata->abi_version, ISO_ABI_VERSION);
   }
@@ -34,19 +34,20 @@ Result<container_bpf*> TryLoad(const LoadOptions& o, std::vector<ProgramState>& 
   for (const auto& p : programs) {
     bpf_program* prog = bpf_object__find_program_by_name(skel->obj, p.spec->name.c_str());
     if (!prog) {
-      container_bpf__destroy(skel);
+      isoscope_bpf__destroy(skel);
       return MakeError("program table names {} but the BPF object lacks it", p.spec->name);
     }
     bpf_program__set_autoload(prog, p.reason.empty());
     if (p.reason.empty() && p.spec->group == "unthrottle") unthrottle = true;
   }
   skel->rodata->have_unthrottle_probe = unthrottle;
+  skel->rodata->max_head_reads = o.max_head_reads;
   bpf_map__set_max_entries(skel->maps.tasks, o.max_threads);
   bpf_map__set_max_entries(skel->maps.events, o.ringbuf_bytes);
 
-  int err = container_bpf__load(skel);
+  int err = isoscope_bpf__load(skel);
   if (err) {
-    container_bpf__destroy(skel);
+    isoscope_bpf__destroy(skel);
     return Error{fmt::format("load BPF programs: {}", std::strerror(-err)), -err};
   }
   for (auto& p : programs) {
@@ -71,6 +72,7 @@ Result<container_bpf*> TryLoad(const LoadOptions& o, std::vector<ProgramState>& 
 
 Result<std::unique_ptr<ContainerProbes>> ContainerProbes::Open(const LoadOptions& options,
                                                                FeatureProber& prober) {
+  EnsureTracefs();
   for (Feature f : {Feature::kBtf, Feature::kRingBuf, Feature::kBootClock}) {
     FeatureStatus s = prober.Probe(f);
     if (!s.available) {
@@ -86,57 +88,96 @@ Result<std::unique_ptr<ContainerProbes>> ContainerProbes::Open(const LoadOptions
     programs.push_back({d.spec, false, reason});
   }
 
-  // Attempts: as planned; then without optional programs; then with raw_tp
-  // in place of tp_btf. Each failure is kept as the reason shown by doctor.
-  Error last{"no attempt"};
-  for (int attempt = 0; attempt < 3; ++attempt) {
+  auto finish = [&](isoscope_bpf* skel, std::vector<ProgramState> states)
+      -> Result<std::unique_ptr<ContainerProbes>> {
+    for (const auto& p : states) {
+      if (p.spec->optional) continue;
+      bool group_ok = false;
+      for (const auto& q : states) group_ok |= q.spec->group == p.spec->group && q.attached;
+      if (!group_ok) {
+        isoscope_bpf__destroy(skel);
+        return MakeError("required probe {} could not be attached: {}", p.spec->group, p.reason);
+      }
+    }
+    auto probes = std::unique_ptr<ContainerProbes>(new ContainerProbes());
+    probes->skel_ = skel;
+    probes->programs_ = std::move(states);
+    for (const auto& p : probes->programs_) {
+      if (!p.attached) spdlog::debug("probe {} off: {}", p.spec->name, p.reason);
+    }
+    return probes;
+  };
+
+  // 1. As planned: the common case, one load.
+  {
     std::vector<ProgramState> tried = programs;
     auto skel = TryLoad(options, tried);
-    if (skel) {
-      std::vector<std::string> missing;
-      for (const auto& p : tried) {
-        if (p.spec->optional) continue;
-        bool group_ok = false;
-        for (const auto& q : tried) group_ok |= q.spec->group == p.spec->group && q.attached;
-        if (!group_ok) missing.push_back(p.spec->group);
-      }
-      if (!missing.empty()) {
-        container_bpf__destroy(*skel);
-        return MakeError("required probe {} could not be attached", missing.front());
-      }
-      auto probes = std::unique_ptr<ContainerProbes>(new ContainerProbes());
-      probes->skel_ = *skel;
-      probes->programs_ = std::move(tried);
-      for (const auto& p : probes->programs_) {
-        if (!p.attached) spdlog::info("probe {} off: {}", p.spec->name, p.reason);
-      }
-      return probes;
+    if (skel) return finish(*skel, std::move(tried));
+    spdlog::info("BPF load as planned failed ({}); isolating the failing programs",
+                 skel.error().message);
+  }
+
+  // 2. Required programs only; if that fails, raw_tp in place of tp_btf.
+  std::vector<ProgramState> base = programs;
+  std::set<std::string> optional_groups;
+  for (auto& p : base) {
+    if (p.spec->optional && p.reason.empty()) {
+      optional_groups.insert(p.spec->group);
+      p.reason = "pending";
     }
-    last = skel.error();
-    spdlog::warn("BPF load attempt {} failed: {}", attempt + 1, last.message);
-    if (attempt == 0) {
-      for (auto& p : programs) {
-        if (p.spec->optional && p.reason.empty()) p.reason = "switched off after " + last.message;
+  }
+  auto required_only = TryLoad(options, base);
+  if (!required_only) {
+    const Error first = required_only.error();
+    std::set<std::string> raw_groups;
+    for (const auto& p : base) {
+      if (p.spec->kind == ProgKind::kRawTp) raw_groups.insert(p.spec->group);
+    }
+    for (auto& p : base) {
+      if (p.spec->optional) continue;
+      if (p.spec->kind == ProgKind::kTpBtf && raw_groups.count(p.spec->group)) {
+        p.reason = "tp_btf failed to load: " + first.message;
+      } else if (p.spec->kind == ProgKind::kRawTp) {
+        p.reason.clear();
       }
-    } else if (attempt == 1) {
-      // Fall back from tp_btf to raw_tp for every hook that has both.
-      std::set<std::string> raw_groups;
-      for (const auto& p : programs) {
-        if (p.spec->kind == ProgKind::kRawTp) raw_groups.insert(p.spec->group);
-      }
-      for (auto& p : programs) {
-        if (p.spec->kind == ProgKind::kTpBtf && raw_groups.count(p.spec->group)) {
-          p.reason = "tp_btf failed to load: " + last.message;
-        } else if (p.spec->kind == ProgKind::kRawTp && !p.spec->optional) {
-          p.reason.clear();
+    }
+    required_only = TryLoad(options, base);
+    if (!required_only) return first.Wrap("container layer unavailable");
+  }
+  isoscope_bpf__destroy(*required_only);
+
+  // 3. Each optional group on top of the required ones: keep those that load.
+  std::set<std::string> loadable;
+  for (const auto& group : optional_groups) {
+    std::vector<ProgramState> trial = base;
+    for (auto& p : trial) {
+      if (p.spec->group == group && p.reason == "pending") p.reason.clear();
+    }
+    for (auto& p : trial) {
+      if (p.reason == "pending") p.reason = "not in this trial";
+    }
+    auto skel = TryLoad(options, trial);
+    if (skel) {
+      loadable.insert(group);
+      isoscope_bpf__destroy(*skel);
+    } else {
+      spdlog::warn("optional probe group {} switched off: {}", group, skel.error().message);
+      for (auto& p : base) {
+        if (p.spec->group == group && p.reason == "pending") {
+          p.reason = "failed to load on this kernel: " + skel.error().message;
         }
       }
     }
   }
-  return last.Wrap("container layer unavailable");
+  for (auto& p : base) {
+    if (p.reason == "pending" && loadable.count(p.spec->group)) p.reason.clear();
+  }
+  auto skel = TryLoad(options, base);
+  if (!skel) return skel.error().Wrap("container layer unavailable");
+  return finish(*skel, std::move(base));
 }
 
-ContainerProbes::~ContainerProbes() { container_bpf__destroy(skel_); }
+ContainerProbes::~ContainerProbes() { isoscope_bpf__destroy(skel_); }
 
 bool ContainerProbes::ProgramAttached(const std::string& group) const {
   for (const auto& p : programs_) {

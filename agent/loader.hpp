@@ -1,4 +1,5 @@
-// Loads bpf/container.bpf.c (via its generated skeleton), switching programs
+// Loads the BPF object (bpf/container.bpf.c + bpf/http.bpf.c, linked; via its
+// generated skeleton), switching programs
 // on and off from the program table and the feature prober, and attaches
 // them. Destroying the object detaches everything.
 #pragma once
@@ -12,7 +13,7 @@
 #include "programs.hpp"
 #include "util/result.hpp"
 
-struct container_bpf;
+struct isoscope_bpf;
 
 namespace isoscope {
 
@@ -23,6 +24,7 @@ struct LoadOptions {
   std::uint32_t max_threads = 65536;       // tasks map entries
   std::uint32_t ringbuf_bytes = 4u << 20;  // power of two
   bool no_optional = false;                // switch every optional program off
+  std::uint32_t max_head_reads = 4;        // reads of one HTTP request head scanned for traceparent
 };
 
 struct ProgramState {
@@ -71,7 +73,7 @@ class ContainerProbes {
 
  private:
   ContainerProbes() = default;
-  container_bpf* skel_ = nullptr;
+  isoscope_bpf* skel_ = nullptr;
   std::vector<ProgramState> programs_;
 };
 

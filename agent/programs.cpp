@@ -12,6 +12,8 @@ std::string_view ProgKindName(ProgKind kind) {
       return "tp_btf";
     case ProgKind::kRawTp:
       return "raw_tp";
+    case ProgKind::kTracepoint:
+      return "tracepoint";
     case ProgKind::kFentry:
       return "fentry";
     case ProgKind::kKprobe:
@@ -26,6 +28,8 @@ Feature ProgKindFeature(ProgKind kind) {
       return Feature::kTpBtf;
     case ProgKind::kRawTp:
       return Feature::kRawTp;
+    case ProgKind::kTracepoint:
+      return Feature::kTracefs;
     case ProgKind::kFentry:
       return Feature::kFentry;
     case ProgKind::kKprobe:
@@ -35,14 +39,13 @@ Feature ProgKindFeature(ProgKind kind) {
 }
 
 const std::vector<ProgramSpec>& ContainerPrograms() {
-  using L = abi::Layer;
   static const std::vector<ProgramSpec> table = [] {
     std::vector<ProgramSpec> t;
     // Each tracepoint hook exists as tp_btf (preferred) and raw_tp (fallback).
     auto hook = [&t](const std::string& fn, const std::string& tp, bool optional,
                      const std::string& purpose) {
-      t.push_back({fn + "_btf", tp, tp, ProgKind::kTpBtf, L::kContainer, optional, purpose});
-      t.push_back({fn + "_raw", tp, tp, ProgKind::kRawTp, L::kContainer, optional, purpose});
+      t.push_back({fn + "_btf", tp, tp, ProgKind::kTpBtf, "container", optional, purpose});
+      t.push_back({fn + "_raw", tp, tp, ProgKind::kRawTp, "container", optional, purpose});
     };
     hook("iso_sched_switch", "sched_switch", false, "on-CPU, run-queue, throttle and sleep segments");
     hook("iso_sched_wakeup", "sched_wakeup", false, "end of sleeps (blocked_io / blocked_other)");
@@ -61,9 +64,17 @@ const std::vector<ProgramSpec>& ContainerPrograms() {
     // off-CPU interval into throttle and the run-queue wait after unthrottle.
     const std::string unthrottle = "split throttle from the run-queue wait after unthrottle";
     t.push_back({"iso_unthrottle_fentry", "unthrottle", "unthrottle_cfs_rq", ProgKind::kFentry,
-                 L::kContainer, true, unthrottle});
+                 "container", true, unthrottle});
     t.push_back({"iso_unthrottle_kprobe", "unthrottle", "unthrottle_cfs_rq", ProgKind::kKprobe,
-                 L::kContainer, true, unthrottle});
+                 "container", true, unthrottle});
+    // Trace-context binding: W3C traceparent in inbound HTTP/1.x request heads.
+    auto sys = [&t](const std::string& fn, const std::string& tp, const std::string& purpose) {
+      t.push_back({fn, tp, "syscalls/" + tp, ProgKind::kTracepoint, "requests", true, purpose});
+    };
+    sys("iso_read_enter", "sys_enter_read", "traceparent capture: read() arguments");
+    sys("iso_read_exit", "sys_exit_read", "traceparent capture: scan read() request heads");
+    sys("iso_recvfrom_enter", "sys_enter_recvfrom", "traceparent capture: recvfrom() arguments");
+    sys("iso_recvfrom_exit", "sys_exit_recvfrom", "traceparent capture: scan recvfrom() request heads");
     return t;
   }();
   return table;

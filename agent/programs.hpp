@@ -11,7 +11,7 @@
 
 namespace isoscope {
 
-enum class ProgKind { kTpBtf, kRawTp, kFentry, kKprobe };
+enum class ProgKind { kTpBtf, kRawTp, kTracepoint, kFentry, kKprobe };
 std::string_view ProgKindName(ProgKind kind);
 Feature ProgKindFeature(ProgKind kind);
 
@@ -20,12 +20,12 @@ struct ProgramSpec {
   std::string group;    // alternatives share a group; the first usable one in table order wins
   std::string target;   // tracepoint (tp_btf/raw_tp) or kernel function (fentry/kprobe)
   ProgKind kind;
-  abi::Layer layer;
+  std::string area;     // "container", or "requests" (trace-context binding)
   bool optional;        // the layer works (with less precision) without this group
   std::string purpose;  // one line for `doctor`
 };
 
-// All programs of bpf/container.bpf.c, in order of preference within a group.
+// All programs of the BPF object, in order of preference within a group.
 const std::vector<ProgramSpec>& ContainerPrograms();
 
 struct ProgramDecision {

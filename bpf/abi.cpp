@@ -90,6 +90,8 @@ std::size_t RecordSize(std::uint16_t kind) {
       return sizeof(iso_rec_delay);
     case ISO_REC_SNAPSHOT:
       return sizeof(iso_rec_hdr);
+    case ISO_REC_TRACEPARENT:
+      return sizeof(iso_rec_traceparent);
     default:
       return 0;
   }
@@ -113,7 +115,7 @@ std::string ValidateRecord(const void* data, std::size_t len) {
     iso_rec_delay rec;
     std::memcpy(&rec, data, sizeof(rec));
     if (rec.cause >= ISO_CAUSE_MAX) return fmt::format("delay record with cause {}", rec.cause);
-  } else if (hdr.kind != ISO_REC_SNAPSHOT) {
+  } else if (hdr.kind == ISO_REC_THREAD_TOTALS || hdr.kind == ISO_REC_THREAD_EXIT) {
     iso_rec_thread_totals rec;
     std::memcpy(&rec, data, sizeof(rec));
     if (rec.t.seg_cause >= ISO_THREAD_CAUSES) {

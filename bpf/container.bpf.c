@@ -21,6 +21,7 @@
 #define __ISOSCOPE_BPF__ 1
 #include "isoscope/kernel_types.h"
 #include "isoscope/core_fixes.bpf.h"
+#include "isoscope/task.bpf.h"
 #include "isoscope/abi.h"
 
 #include <bpf/bpf_core_read.h>
@@ -81,17 +82,7 @@ static __always_inline bool wanted(struct task_struct *t)
 
 static __always_inline void refresh_cgroups(struct task_struct *t, struct iso_thread_totals *st)
 {
-	struct css_set *cset = BPF_CORE_READ(t, cgroups);
-	struct cgroup_subsys_state *css = NULL;
-	int cpu_id = iso_cpu_cgrp_id();
-
-	st->cgroup_v2_id = BPF_CORE_READ(cset, dfl_cgrp, kn, id);
-	st->cgroup_v1_cpu_id = 0;
-	if (cpu_id >= 0 && cpu_id < 14) {
-		bpf_core_read(&css, sizeof(css), &cset->subsys[cpu_id]);
-		if (css)
-			st->cgroup_v1_cpu_id = BPF_CORE_READ(css, cgroup, kn, id);
-	}
+	iso_task_cgroup_ids(t, &st->cgroup_v2_id, &st->cgroup_v1_cpu_id);
 	st->flags &= ~ISO_TF_CGROUP_STALE;
 }
 

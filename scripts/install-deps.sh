@@ -5,6 +5,7 @@ PKGS=(
   g++ make cmake pkg-config clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev
   libfmt-dev libspdlog-dev nlohmann-json3-dev libcli11-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev python3 prometheus stress-ng bpftrace
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc nodejs npm
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -19,16 +19,16 @@ void Init(std::string_view level) {
 namespace {
 
 int LibbpfPrint(enum libbpf_print_level level, const char* format, va_list args) {
-  char buf[1024];
+  static thread_local char buf[1 << 22];
   int n = std::vsnprintf(buf, sizeof(buf), format, args);
   if (n <= 0) return n;
   std::string_view msg(buf, static_cast<std::size_t>(n) < sizeof(buf) ? n : sizeof(buf) - 1);
   while (!msg.empty() && msg.back() == '\n') msg.remove_suffix(1);
-  if (level == LIBBPF_WARN) {
-    spdlog::warn("libbpf: {}", msg);
-  } else {
-    spdlog::debug("libbpf: {}", msg);
-  }
+  // libbpf's warnings include whole verifier logs from load attempts the
+  // loader expects to fail (optional programs); the loader reports their
+  // outcome itself, so libbpf speaks at debug level only.
+  (void)level;
+  spdlog::debug("{}", msg);
   return n;
 }
 

@@ -11,8 +11,8 @@ namespace isoscope::log {
 
 // Level names: trace, debug, info, warn, error, off.
 void Init(std::string_view level);
-// Routes libbpf_print output into spdlog (debug level for libbpf's debug/info,
-// warn for its warnings).
+// Routes libbpf_print output into spdlog at debug level (the loader reports
+// the outcome of every load attempt itself).
 void InstallLibbpfLogger();
 
 }  // namespace isoscope::log

@@ -89,3 +89,18 @@ inline Bytes Delay(std::uint32_t tgid, std::uint32_t tid, std::uint32_t cause,
 }
 
 }  // namespace isoscope::testing
+
+namespace isoscope::testing {
+
+inline Bytes Traceparent(std::uint32_t tgid, std::uint32_t tid, std::uint64_t ts_ns,
+                         std::uint8_t trace_seed, std::uint8_t parent_seed) {
+  iso_rec_traceparent rec{};
+  rec.hdr = Header(ISO_REC_TRACEPARENT, sizeof(rec), ts_ns, tgid, tid);
+  for (std::size_t i = 0; i < sizeof(rec.trace_id); ++i) rec.trace_id[i] = trace_seed + i;
+  for (std::size_t i = 0; i < sizeof(rec.parent_span_id); ++i) rec.parent_span_id[i] = parent_seed + i;
+  rec.family = 2;
+  rec.trace_flags = 1;
+  return ToBytes(rec);
+}
+
+}  // namespace isoscope::testing

@@ -22,7 +22,7 @@
 #include <linux/types.h>
 #endif
 
-#define ISO_ABI_VERSION 1u
+#define ISO_ABI_VERSION 2u /* 2: ISO_REC_TRACEPARENT layout */
 
 /* Record kinds. */
 enum iso_rec_kind {
@@ -134,12 +134,36 @@ struct iso_rec_delay {
 	__u32 cpu;
 };
 
+/* W3C traceparent seen in the head of an inbound HTTP/1.x request, parsed in
+ * the kernel (no header bytes leave it). hdr.tid is the thread that read it;
+ * hdr.ts_ns the end of that read. */
+#define ISO_TP_F_TRACESTATE (1u << 0) /* a tracestate header was present */
+#define ISO_TP_F_LATER_READ (1u << 1) /* found in a later read of the same request head */
+struct iso_rec_traceparent {
+	struct iso_rec_hdr hdr;
+	__u8 trace_id[16];
+	__u8 parent_span_id[8];
+	__u64 sock;      /* opaque socket key (kernel struct sock address) */
+	__u8 saddr[16];  /* local address; IPv4 in the first 4 bytes */
+	__u8 daddr[16];  /* peer address */
+	__u16 sport;     /* local port, host order */
+	__u16 dport;     /* peer port, host order */
+	__u16 family;    /* AF_INET (2) or AF_INET6 (10) */
+	__u8 trace_flags;
+	__u8 flags;      /* ISO_TP_F_* */
+	__u32 fd;
+	__u32 read_index; /* 0: the request's first read */
+};
+
 /* Self counters (BPF per-CPU array `stats`, index = enum iso_stat). */
 enum iso_stat {
 	ISO_STAT_RB_RESERVE_FAILED = 0, /* ring buffer full: record lost */
 	ISO_STAT_TASKS_FULL = 1,        /* tasks map full: thread not tracked */
 	ISO_STAT_SCHED_EVENTS = 2,      /* sched_switch/wakeup events handled */
 	ISO_STAT_THROTTLE_SPLITS = 3,   /* throttle intervals split by unthrottle probe */
+	ISO_STAT_HTTP_HEADS = 4,        /* socket reads that started or continued an HTTP request head */
+	ISO_STAT_TRACEPARENT_BAD = 5,   /* traceparent headers that failed to parse */
+	ISO_STAT_HTTP_PENDING_FULL = 6, /* read arguments not tracked: pending map full */
 	ISO_STAT_MAX = 8,
 };
 

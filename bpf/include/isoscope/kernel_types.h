@@ -41,6 +41,7 @@ typedef _Bool bool;
 /* uapi constants from <linux/bpf.h> that the programs use. */
 enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
+	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_RINGBUF = 27,
@@ -90,6 +91,48 @@ struct sched_entity {
 	struct cfs_rq *cfs_rq; /* CONFIG_FAIR_GROUP_SCHED */
 };
 
+struct inode {
+	unsigned short i_mode;
+};
+
+struct file {
+	void *private_data;
+	struct inode *f_inode;
+};
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+};
+
+struct files_struct {
+	struct fdtable *fdt;
+};
+
+struct in6_addr {
+	union {
+		__u8 u6_addr8[16];
+	} in6_u;
+};
+
+struct sock_common {
+	__be32 skc_daddr;
+	__be32 skc_rcv_saddr;
+	__be16 skc_dport;
+	__u16 skc_num;
+	unsigned short skc_family;
+	struct in6_addr skc_v6_daddr;
+	struct in6_addr skc_v6_rcv_saddr;
+};
+
+struct sock {
+	struct sock_common __sk_common;
+};
+
+struct socket {
+	struct sock *sk;
+};
+
 struct task_struct {
 	unsigned int __state; /* v5.14+, see core_fixes.bpf.h for older `state` */
 	unsigned int flags;
@@ -98,6 +141,7 @@ struct task_struct {
 	unsigned int in_iowait : 1;
 	struct sched_entity se;
 	struct css_set *cgroups;
+	struct files_struct *files;
 	char comm[16];
 };
 
@@ -107,5 +151,9 @@ struct task_struct {
 #define ISO_TASK_RUNNING 0x0000
 #define ISO_TASK_DEAD 0x0080
 #define ISO_PF_KTHREAD 0x00200000
+#define ISO_S_IFMT 00170000
+#define ISO_S_IFSOCK 0140000
+#define ISO_AF_INET 2
+#define ISO_AF_INET6 10
 
 #endif /* ISOSCOPE_KERNEL_TYPES_H */

@@ -1,0 +1,113 @@
+// Joins spans (horizontal axis) to kernel evidence (vertical axis).
+//
+// Evidence kept, bounded in time and memory: per thread, the streamed delay
+// segments (ISO_REC_DELAY), and the trace-context bindings seen on inbound
+// requests (ISO_REC_TRACEPARENT). A span is bound, best first, to: the thread
+// that read the request carrying its trace context ("thread"); the process
+// named by its resource (`process.pid`, "process"); or nothing ("none").
+// Spans may arrive seconds late and out of order: evidence is kept for
+// `window` (default 60 s) on the kernel's boot clock.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "collectors/source/event_source.hpp"
+#include "correlator/breakdown.hpp"
+
+namespace isoscope::correlator {
+
+using TraceId = std::array<std::uint8_t, 16>;
+using SpanId = std::array<std::uint8_t, 8>;
+
+enum class Binding { kNone, kThread, kProcess };
+std::string_view BindingName(Binding binding);
+
+struct SpanQuery {
+  TraceId trace_id{};
+  SpanId span_id{};
+  SpanId parent_span_id{};
+  std::uint64_t start_boot_ns = 0;  // span start on the boot clock
+  std::uint64_t end_boot_ns = 0;
+  std::optional<std::uint32_t> resource_pid;  // process.pid resource attribute
+};
+
+struct SpanResult {
+  Binding binding = Binding::kNone;
+  std::uint32_t tgid = 0;
+  std::vector<std::uint32_t> tids;  // threads whose evidence was used
+  Breakdown breakdown;
+  Verdict verdict;
+};
+
+struct EvidenceStats {
+  std::uint64_t delays = 0;
+  std::uint64_t bindings = 0;
+  std::uint64_t expired = 0;
+  std::uint64_t evicted = 0;  // dropped early to respect max_segments (a loss, counted)
+};
+
+class EvidenceStore {
+ public:
+  struct Limits {
+    std::uint64_t window_ns = 60ull * 1000000000ull;
+    std::size_t max_segments = 1u << 20;  // all threads together
+    std::size_t max_bindings = 1u << 18;
+  };
+  EvidenceStore() : EvidenceStore(Limits{}) {}
+  explicit EvidenceStore(Limits limits) : limits_(limits) {}
+
+  void AddDelay(const iso_rec_delay& rec);
+  void AddBinding(const iso_rec_traceparent& rec);
+  // Forgets evidence older than now - window.
+  void Expire(std::uint64_t now_boot_ns);
+
+  SpanResult Join(const SpanQuery& span) const;
+  EvidenceStats stats() const;
+
+ private:
+  struct Segment {
+    std::uint64_t start_ns;
+    std::uint64_t end_ns;
+    std::uint32_t cause;
+  };
+  struct BindingRec {
+    std::uint32_t tgid;
+    std::uint32_t tid;
+    std::uint64_t ts_ns;
+  };
+  // Seconds per cause of one thread over [start, end): streamed segments,
+  // the rest counted as app.on_cpu (short delays below the stream threshold
+  // included; documented in docs/otlp-correlation.md).
+  void AddThreadWindow(std::uint32_t tid, std::uint64_t start, std::uint64_t end,
+                       Breakdown& out) const;
+  static std::string BindingKey(const TraceId& trace, const SpanId& parent);
+
+  Limits limits_;
+  mutable std::mutex mu_;
+  std::unordered_map<std::uint32_t, std::deque<Segment>> segments_;  // by tid, ordered by end
+  std::unordered_map<std::uint32_t, std::vector<std::uint32_t>> threads_of_;  // tgid -> tids
+  std::map<std::string, BindingRec> bindings_;                                // trace+parent
+  std::deque<std::pair<std::uint64_t, std::string>> binding_order_;
+  std::size_t segment_count_ = 0;
+  EvidenceStats stats_;
+};
+
+// Feeds delay and traceparent records from an event source into a store.
+class EvidenceSink : public source::RecordSink {
+ public:
+  explicit EvidenceSink(EvidenceStore& store) : store_(store) {}
+  void OnRecord(const iso_rec_hdr& hdr, std::span<const std::byte> bytes) override;
+
+ private:
+  EvidenceStore& store_;
+};
+
+}  // namespace isoscope::correlator
