@@ -90,7 +90,8 @@ int RunDoctor(const DoctorOptions& o) {
 
   // Layers and their causes.
   std::vector<LayerStatus> layers;
-  LayerStatus c{"container"};
+  LayerStatus c;
+  c.layer = "container";
   c.available = probes.ok();
   c.reason = probes ? "" : probes.error().message;
   const bool sched = probes.ok();

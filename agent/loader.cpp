@@ -16,16 +16,16 @@
 namespace isoscope {
 namespace {
 
-// One attempt: open, configure, load, attach. `disabled` names programs
-// switched off on top of the plan (after an earlier attempt failed).
+// One attempt: open, configure, load, attach the programs whose state has no
+// reason to be off; attach failures are recorded in their state.
 Result<isoscope_bpf*> TryLoad(const LoadOptions& o, std::vector<ProgramState>& programs) {
   isoscope_bpf* skel = isoscope_bpf__open();
   if (!skel) return Error{fmt::format("open BPF object: {}", std::strerror(errno)), errno};
 
-  if (skel->rodata->abi_version != ISO_ABI_VERSION) {
+  if (const std::uint32_t version = skel->rodata->abi_version; version != ISO_ABI_VERSION) {
     isoscope_bpf__destroy(skel);
-    return MakeError("BPF object ABI version {} differs from the agent's {}",
-                     skel->rodata->abi_version, ISO_ABI_VERSION);
+    return MakeError("BPF object ABI version {} differs from the agent's {}", version,
+                     ISO_ABI_VERSION);
   }
   skel->rodata->filter_tgid = o.filter_tgid;
   skel->rodata->stream_min_ns = o.stream_min_ns;
@@ -84,6 +84,13 @@ Result<std::unique_ptr<ContainerProbes>> ContainerProbes::Open(const LoadOptions
     std::string reason = d.enabled ? "" : d.reason;
     if (options.no_optional && d.spec->optional && reason.empty()) {
       reason = "switched off by --no-optional-probes";
+    }
+    if (options.no_tp_btf && d.spec->kind == ProgKind::kTpBtf) {
+      reason = "switched off by --no-tp-btf";
+    } else if (options.no_tp_btf && d.spec->kind == ProgKind::kRawTp && !d.enabled &&
+               prober.Probe(Feature::kRawTp).available) {
+      reason.clear();  // the raw_tp alternative stands in
+      if (options.no_optional && d.spec->optional) reason = "switched off by --no-optional-probes";
     }
     programs.push_back({d.spec, false, reason});
   }

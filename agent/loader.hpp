@@ -24,6 +24,7 @@ struct LoadOptions {
   std::uint32_t max_threads = 65536;       // tasks map entries
   std::uint32_t ringbuf_bytes = 4u << 20;  // power of two
   bool no_optional = false;                // switch every optional program off
+  bool no_tp_btf = false;                  // use the raw_tp alternatives (fallback path)
   std::uint32_t max_head_reads = 4;        // reads of one HTTP request head scanned for traceparent
 };
 

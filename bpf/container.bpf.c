@@ -71,11 +71,11 @@ static __always_inline void stat_inc(__u32 idx)
 		*v += 1;
 }
 
-static __always_inline bool wanted(struct task_struct *t)
+static __always_inline bool wanted(struct task_struct *t, bool btf)
 {
-	if (!track_kthreads && (BPF_CORE_READ(t, flags) & ISO_PF_KTHREAD))
+	if (!track_kthreads && (ISO_RD(btf, t, flags) & ISO_PF_KTHREAD))
 		return false;
-	if (filter_tgid && (__u32)BPF_CORE_READ(t, tgid) != filter_tgid)
+	if (filter_tgid && (__u32)ISO_RD(btf, t, tgid) != filter_tgid)
 		return false;
 	return true;
 }
@@ -160,11 +160,12 @@ static __always_inline void end_segment(struct iso_thread_totals *st, __u32 tid,
 	stream_delay(st, tid, start, now, cause);
 }
 
-static __always_inline __u32 runnable_cause(struct task_struct *t, struct iso_thread_totals *st)
+static __always_inline __u32 runnable_cause(struct task_struct *t, struct iso_thread_totals *st,
+					    bool btf)
 {
 	__u64 key = 0;
 
-	if (iso_task_throttled(t, &key)) {
+	if (iso_task_throttled(t, &key, btf)) {
 		st->throttled_cfs_rq = key;
 		return ISO_CAUSE_CONTAINER_CPU_THROTTLE;
 	}
@@ -172,7 +173,8 @@ static __always_inline __u32 runnable_cause(struct task_struct *t, struct iso_th
 	return ISO_CAUSE_CONTAINER_RUNQUEUE;
 }
 
-static __always_inline void on_switch(bool preempt, struct task_struct *prev, struct task_struct *next)
+static __always_inline void on_switch(bool preempt, struct task_struct *prev, struct task_struct *next,
+				      bool btf)
 {
 	__u64 now = bpf_ktime_get_boot_ns();
 	struct iso_thread_totals *st;
@@ -180,12 +182,12 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 
 	stat_inc(ISO_STAT_SCHED_EVENTS);
 
-	tid = BPF_CORE_READ(prev, pid);
+	tid = ISO_RD(btf, prev, pid);
 	if (tid) {
-		unsigned int state = iso_task_state(prev);
+		unsigned int state = iso_task_state(prev, btf);
 
 		st = bpf_map_lookup_elem(&tasks, &tid);
-		if (!st && !(state & ISO_TASK_DEAD) && wanted(prev))
+		if (!st && !(state & ISO_TASK_DEAD) && wanted(prev, btf))
 			st = create_state(prev, tid, now, ISO_CAUSE_APP_ON_CPU);
 		if (st) {
 			__u32 cause;
@@ -193,8 +195,9 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 			if (st->flags & ISO_TF_CGROUP_STALE)
 				refresh_cgroups(prev, st);
 			if (preempt || state == ISO_TASK_RUNNING)
-				cause = runnable_cause(prev, st);
-			else if (BPF_CORE_READ_BITFIELD_PROBED(prev, in_iowait))
+				cause = runnable_cause(prev, st, btf);
+			else if (btf ? BPF_CORE_READ_BITFIELD(prev, in_iowait)
+				     : BPF_CORE_READ_BITFIELD_PROBED(prev, in_iowait))
 				cause = ISO_CAUSE_APP_BLOCKED_IO;
 			else
 				cause = ISO_CAUSE_APP_BLOCKED_OTHER;
@@ -202,12 +205,12 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 		}
 	}
 
-	tid = BPF_CORE_READ(next, pid);
+	tid = ISO_RD(btf, next, pid);
 	if (!tid)
 		return;
 	st = bpf_map_lookup_elem(&tasks, &tid);
 	if (!st) {
-		if (wanted(next))
+		if (wanted(next, btf))
 			create_state(next, tid, now, ISO_CAUSE_APP_ON_CPU);
 		return;
 	}
@@ -225,28 +228,28 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 	end_segment(st, tid, now, ISO_CAUSE_APP_ON_CPU);
 }
 
-static __always_inline void on_wakeup(struct task_struct *p)
+static __always_inline void on_wakeup(struct task_struct *p, bool btf)
 {
-	__u32 tid = BPF_CORE_READ(p, pid);
+	__u32 tid = ISO_RD(btf, p, pid);
 	struct iso_thread_totals *st = bpf_map_lookup_elem(&tasks, &tid);
 
 	if (!st)
 		return;
 	if (st->seg_cause == ISO_CAUSE_APP_BLOCKED_IO || st->seg_cause == ISO_CAUSE_APP_BLOCKED_OTHER ||
 	    st->seg_cause == ISO_CAUSE_CONTAINER_MEMORY_RECLAIM)
-		end_segment(st, tid, bpf_ktime_get_boot_ns(), runnable_cause(p, st));
+		end_segment(st, tid, bpf_ktime_get_boot_ns(), runnable_cause(p, st, btf));
 }
 
-static __always_inline void on_wakeup_new(struct task_struct *p)
+static __always_inline void on_wakeup_new(struct task_struct *p, bool btf)
 {
-	__u32 tid = BPF_CORE_READ(p, pid);
+	__u32 tid = ISO_RD(btf, p, pid);
 	struct iso_thread_totals *st;
 
-	if (!wanted(p))
+	if (!wanted(p, btf))
 		return;
 	st = create_state(p, tid, bpf_ktime_get_boot_ns(), ISO_CAUSE_CONTAINER_RUNQUEUE);
 	if (st)
-		st->seg_cause = runnable_cause(p, st);
+		st->seg_cause = runnable_cause(p, st, btf);
 }
 
 static __always_inline void on_exit(struct task_struct *p)
@@ -310,17 +313,18 @@ static __always_inline void on_unthrottle(struct cfs_rq *cfs_rq)
 	bpf_map_update_elem(&unthrottle_ts, &key, &now, BPF_ANY);
 }
 
-/* One hook, two attach types: tp_btf/<tp> and raw_tp/<tp>. */
+/* One hook, two attach types: tp_btf/<tp> (btf = true: direct loads) and
+ * raw_tp/<tp> (btf = false: probe reads). */
 #define ISO_HOOK(tp, fn, args, body)                                                           \
-	SEC("tp_btf/" #tp) int BPF_PROG(fn##_btf, args) { body; return 0; }                   \
-	SEC("raw_tp/" #tp) int BPF_PROG(fn##_raw, args) { body; return 0; }
+	SEC("tp_btf/" #tp) int BPF_PROG(fn##_btf, args) { const bool btf = true; (void)btf; body; return 0; } \
+	SEC("raw_tp/" #tp) int BPF_PROG(fn##_raw, args) { const bool btf = false; (void)btf; body; return 0; }
 #define ISO_ARGS(...) __VA_ARGS__
 
 ISO_HOOK(sched_switch, iso_sched_switch,
 	 ISO_ARGS(bool preempt, struct task_struct *prev, struct task_struct *next),
-	 on_switch(preempt, prev, next))
-ISO_HOOK(sched_wakeup, iso_sched_wakeup, struct task_struct *p, on_wakeup(p))
-ISO_HOOK(sched_wakeup_new, iso_sched_wakeup_new, struct task_struct *p, on_wakeup_new(p))
+	 on_switch(preempt, prev, next, btf))
+ISO_HOOK(sched_wakeup, iso_sched_wakeup, struct task_struct *p, on_wakeup(p, btf))
+ISO_HOOK(sched_wakeup_new, iso_sched_wakeup_new, struct task_struct *p, on_wakeup_new(p, btf))
 ISO_HOOK(sched_process_exit, iso_sched_exit, struct task_struct *p, on_exit(p))
 ISO_HOOK(cgroup_attach_task, iso_cgroup_attach,
 	 ISO_ARGS(void *dst, const char *path, struct task_struct *t), on_cgroup_attach(t))

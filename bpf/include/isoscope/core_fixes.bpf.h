@@ -19,11 +19,19 @@ struct task_struct___pre514 {
 	long state;
 } __attribute__((preserve_access_index));
 
-static __always_inline unsigned int iso_task_state(struct task_struct *t)
+/*
+ * Field reads come in two forms. `btf` true: the pointer came from a tp_btf
+ * argument, so the verifier checks direct loads (no helper call, ~1 ns).
+ * `btf` false: raw_tp or kprobe context, read with bpf_probe_read_kernel.
+ * Callers pass a literal, so after inlining only one form is compiled.
+ */
+#define ISO_RD(btf, ptr, field) ((btf) ? (ptr)->field : BPF_CORE_READ(ptr, field))
+
+static __always_inline unsigned int iso_task_state(struct task_struct *t, bool btf)
 {
 	if (bpf_core_field_exists(t->__state))
-		return BPF_CORE_READ(t, __state);
-	return (unsigned int)BPF_CORE_READ((struct task_struct___pre514 *)t, state);
+		return ISO_RD(btf, t, __state);
+	return (unsigned int)ISO_RD(btf, (struct task_struct___pre514 *)t, state);
 }
 
 /*
@@ -51,18 +59,18 @@ static __always_inline int iso_cpu_cgrp_id(void)
  * returns to user mode. Both show up as a runnable switch-out with
  * throttle_count > 0 (docs/container-layer.md).
  */
-static __always_inline bool iso_task_throttled(struct task_struct *t, __u64 *cfs_rq_key)
+static __always_inline bool iso_task_throttled(struct task_struct *t, __u64 *cfs_rq_key, bool btf)
 {
 	struct cfs_rq *cfs_rq;
 
 	if (!bpf_core_field_exists(t->se.cfs_rq) ||
 	    !bpf_core_field_exists(((struct cfs_rq *)0)->throttle_count))
 		return false;
-	cfs_rq = BPF_CORE_READ(t, se.cfs_rq);
+	cfs_rq = ISO_RD(btf, t, se.cfs_rq);
 	if (!cfs_rq)
 		return false;
 	*cfs_rq_key = (__u64)(unsigned long)cfs_rq;
-	return BPF_CORE_READ(cfs_rq, throttle_count) > 0;
+	return ISO_RD(btf, cfs_rq, throttle_count) > 0;
 }
 
 #endif /* ISOSCOPE_CORE_FIXES_BPF_H */
