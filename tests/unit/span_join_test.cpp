@@ -1,4 +1,7 @@
 // Span join: bindings and per-span breakdowns on synthetic evidence.
+#include <cmath>
+#include <map>
+
 #include <gtest/gtest.h>
 
 #include "collectors/source/event_source.hpp"
@@ -114,6 +117,52 @@ TEST(SpanJoin, EvidenceExpiresAfterTheWindowAndMemoryIsBounded) {
               0.0, 1e-12);
   store.Expire(1300 * kMs);  // the binding at 200 ms goes too
   EXPECT_EQ(store.Join(Span(2, 2, 0, 100 * kMs)).binding, Binding::kNone);
+}
+
+}  // namespace
+}  // namespace isoscope::correlator
+
+#include "correlator/span_attributes.hpp"
+
+namespace isoscope::correlator {
+namespace {
+
+TEST(SpanAttributes, VerdictAndNonZeroCauses) {
+  SpanResult r;
+  r.binding = Binding::kThread;
+  r.tgid = 42;
+  r.breakdown.thread_seconds = 0.1;
+  r.breakdown.seconds[ISO_CAUSE_CONTAINER_CPU_THROTTLE] = 0.08;
+  r.breakdown.seconds[ISO_CAUSE_APP_ON_CPU] = 0.02;
+  r.verdict = ComputeVerdict(r.breakdown);
+  std::map<std::string, AttributeValue> attrs;
+  for (auto& a : SpanAttributes(r)) attrs[a.key] = a.value;
+  EXPECT_EQ(std::get<std::string>(attrs.at("isoscope.binding")), "thread");
+  EXPECT_EQ(std::get<std::string>(attrs.at("isoscope.verdict.layer")), "container");
+  EXPECT_EQ(std::get<std::string>(attrs.at("isoscope.verdict.cause")), "container.cpu_throttle");
+  EXPECT_NEAR(std::get<double>(attrs.at("isoscope.verdict.share")), 0.8, 1e-9);
+  EXPECT_NEAR(std::get<double>(attrs.at("isoscope.cause.container.cpu_throttle.seconds")), 0.08, 1e-12);
+  EXPECT_NEAR(std::get<double>(attrs.at("isoscope.cause.app.on_cpu.seconds")), 0.02, 1e-12);
+  EXPECT_FALSE(attrs.count("isoscope.cause.container.runqueue.seconds"));
+  EXPECT_EQ(std::get<std::int64_t>(attrs.at("process.pid")), 42);
+}
+
+TEST(SpanAttributes, UnboundSpansSayOnlyThat) {
+  auto attrs = SpanAttributes(SpanResult{});
+  ASSERT_EQ(attrs.size(), 1u);
+  EXPECT_EQ(attrs[0].key, "isoscope.binding");
+  EXPECT_EQ(std::get<std::string>(attrs[0].value), "none");
+}
+
+TEST(ClockMap, MapsRealtimeOntoBoottime) {
+  const ClockMap m = ClockMap::Now();
+  timespec r{}, b{};
+  clock_gettime(CLOCK_REALTIME, &r);
+  clock_gettime(CLOCK_BOOTTIME, &b);
+  const std::uint64_t unix_ns = r.tv_sec * 1000000000ull + r.tv_nsec;
+  const std::uint64_t boot_ns = b.tv_sec * 1000000000ull + b.tv_nsec;
+  const double diff = static_cast<double>(m.ToBoot(unix_ns)) - static_cast<double>(boot_ns);
+  EXPECT_LT(std::abs(diff), 5e6);  // same instant within 5 ms (a clock mapping, not a timing)
 }
 
 }  // namespace
