@@ -19,11 +19,18 @@ void Init(std::string_view level) {
 namespace {
 
 int LibbpfPrint(enum libbpf_print_level level, const char* format, va_list args) {
-  static thread_local char buf[1 << 22];
-  int n = std::vsnprintf(buf, sizeof(buf), format, args);
+  // Verifier logs run to megabytes: size the message first, then format it
+  // into a heap string (no large static or thread-local buffers: they are
+  // paid for by every thread, including the metrics server's).
+  va_list copy;
+  va_copy(copy, args);
+  const int n = std::vsnprintf(nullptr, 0, format, copy);
+  va_end(copy);
   if (n <= 0) return n;
-  std::string_view msg(buf, static_cast<std::size_t>(n) < sizeof(buf) ? n : sizeof(buf) - 1);
-  while (!msg.empty() && msg.back() == '\n') msg.remove_suffix(1);
+  std::string msg(static_cast<std::size_t>(n) + 1, '\0');
+  std::vsnprintf(msg.data(), msg.size(), format, args);
+  msg.resize(static_cast<std::size_t>(n));
+  while (!msg.empty() && msg.back() == '\n') msg.pop_back();
   // libbpf's warnings include whole verifier logs from load attempts the
   // loader expects to fail (optional programs); the loader reports their
   // outcome itself, so libbpf speaks at debug level only.
