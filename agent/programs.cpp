@@ -71,9 +71,7 @@ const std::vector<ProgramSpec>& ContainerPrograms() {
     auto sys = [&t](const std::string& fn, const std::string& tp, const std::string& purpose) {
       t.push_back({fn, tp, "syscalls/" + tp, ProgKind::kTracepoint, "requests", true, purpose});
     };
-    sys("iso_read_enter", "sys_enter_read", "traceparent capture: read() arguments");
     sys("iso_read_exit", "sys_exit_read", "traceparent capture: scan read() request heads");
-    sys("iso_recvfrom_enter", "sys_enter_recvfrom", "traceparent capture: recvfrom() arguments");
     sys("iso_recvfrom_exit", "sys_exit_recvfrom", "traceparent capture: scan recvfrom() request heads");
     return t;
   }();

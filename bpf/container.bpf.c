@@ -180,8 +180,6 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 	struct iso_thread_totals *st;
 	__u32 tid;
 
-	stat_inc(ISO_STAT_SCHED_EVENTS);
-
 	tid = ISO_RD(btf, prev, pid);
 	if (tid) {
 		unsigned int state = iso_task_state(prev, btf);

@@ -38,20 +38,6 @@ extern struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
-struct read_args {
-	__u64 buf;
-	__u32 fd;
-	__u32 pad;
-};
-
-/* pid_tgid -> arguments of the read in flight. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, struct read_args);
-} http_pending SEC(".maps");
-
 /* socket -> reads seen of a request head that has not ended yet. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -71,14 +57,6 @@ struct {
 } http_scratch SEC(".maps");
 
 /* Tracepoint formats (tracefs events/syscalls/.../format; stable). */
-struct sys_enter_read_args {
-	__u64 common;
-	__s32 nr;
-	__u32 pad;
-	__u64 fd;
-	__u64 buf;
-	__u64 count;
-};
 struct sys_exit_args {
 	__u64 common;
 	__s32 nr;
@@ -91,18 +69,6 @@ static __always_inline void http_stat_inc(__u32 idx)
 	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
 	if (v)
 		*v += 1;
-}
-
-static __always_inline int on_enter(__u64 fd, __u64 buf)
-{
-	__u64 id = bpf_get_current_pid_tgid();
-	struct read_args a = {.buf = buf, .fd = (__u32)fd};
-
-	if (filter_tgid && (id >> 32) != filter_tgid)
-		return 0;
-	if (bpf_map_update_elem(&http_pending, &id, &a, BPF_ANY))
-		http_stat_inc(ISO_STAT_HTTP_PENDING_FULL);
-	return 0;
 }
 
 static __always_inline bool is_method(const char *b)
@@ -182,16 +148,21 @@ static long scan_step(__u32 i, void *data)
 	return 0;
 }
 
-static __always_inline struct file *fd_file(__u32 fd)
+/* The open file behind fd, or NULL. Direct (BTF) loads except for the fd
+ * array element, whose variable offset needs a probe read. */
+static __always_inline struct file *fd_file(struct task_struct *t, __u32 fd)
 {
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+	struct files_struct *files = t->files;
+	struct fdtable *fdt;
 	struct file **fds;
 	struct file *f = NULL;
 
-	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+	if (!files)
 		return NULL;
-	fds = BPF_CORE_READ(fdt, fd);
+	fdt = files->fdt;
+	if (!fdt || fd >= fdt->max_fds)
+		return NULL;
+	fds = fdt->fd;
 	bpf_core_read(&f, sizeof(f), &fds[fd]);
 	return f;
 }
@@ -199,8 +170,10 @@ static __always_inline struct file *fd_file(__u32 fd)
 static __always_inline int on_exit(__s64 ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	struct read_args *a = bpf_map_lookup_elem(&http_pending, &id);
-	struct read_args args;
+	struct task_struct *task;
+	struct pt_regs *regs;
+	__u32 fd;
+	__u64 buf;
 	struct scratch *s;
 	struct file *f;
 	struct sock *sk;
@@ -210,13 +183,17 @@ static __always_inline int on_exit(__s64 ret)
 	__u8 flags = 0;
 	bool head_end = false;
 
-	if (!a)
+	if (ret <= 0 || (filter_tgid && (id >> 32) != filter_tgid))
 		return 0;
-	args = *a;
-	bpf_map_delete_elem(&http_pending, &id);
-	if (ret <= 0)
-		return 0;
-	f = fd_file(args.fd);
+	/* read(fd, buf, n) and recvfrom(fd, buf, n, ...) keep their arguments in
+	 * the task's saved user registers (only ax holds the return value), so
+	 * no entry probe and no per-read map are needed. */
+	task = bpf_get_current_task_btf();
+	regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	fd = (__u32)BPF_CORE_READ(regs, di);
+	buf = BPF_CORE_READ(regs, si);
+	f = fd_file(task, fd);
+	/* f came from a probe read (an untyped scalar), so probe reads from here. */
 	if (!f || (BPF_CORE_READ(f, f_inode, i_mode) & ISO_S_IFMT) != ISO_S_IFSOCK)
 		return 0;
 	{
@@ -233,7 +210,7 @@ static __always_inline int on_exit(__s64 ret)
 		return 0;
 	n = ret < ISO_SCAN_BYTES ? (int)ret : ISO_SCAN_BYTES;
 	if (bpf_probe_read_user(s->buf, n & (ISO_SCAN_BYTES - 1) ? n & (ISO_SCAN_BYTES - 1) : ISO_SCAN_BYTES,
-				(void *)args.buf))
+				(void *)buf))
 		return 0;
 
 	reads = bpf_map_lookup_elem(&http_heads, &key);
@@ -311,7 +288,7 @@ static __always_inline int on_exit(__s64 ret)
 			goto out;
 		}
 		{
-			struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+			struct task_struct *t = task;
 
 			rec->hdr.kind = ISO_REC_TRACEPARENT;
 			rec->hdr.size = sizeof(*rec);
@@ -336,7 +313,7 @@ static __always_inline int on_exit(__s64 ret)
 		rec->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
 		rec->dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
 		rec->flags = flags | (read_index > 0 ? ISO_TP_F_LATER_READ : 0);
-		rec->fd = args.fd;
+		rec->fd = fd;
 		rec->read_index = read_index;
 		bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
 		head_end = true; /* done with this request */
@@ -353,11 +330,7 @@ out:
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_read")
-int iso_read_enter(struct sys_enter_read_args *ctx) { return on_enter(ctx->fd, ctx->buf); }
 SEC("tracepoint/syscalls/sys_exit_read")
 int iso_read_exit(struct sys_exit_args *ctx) { return on_exit(ctx->ret); }
-SEC("tracepoint/syscalls/sys_enter_recvfrom")
-int iso_recvfrom_enter(struct sys_enter_read_args *ctx) { return on_enter(ctx->fd, ctx->buf); }
 SEC("tracepoint/syscalls/sys_exit_recvfrom")
 int iso_recvfrom_exit(struct sys_exit_args *ctx) { return on_exit(ctx->ret); }

@@ -3,6 +3,7 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -122,7 +123,10 @@ Result<std::unique_ptr<RecordWriter>> RecordWriter::Create(const std::string& pa
   hdr.real_ns_start = static_cast<std::uint64_t>(rt.tv_sec) * 1000000000ull + rt.tv_nsec;
   gethostname(hdr.hostname, sizeof(hdr.hostname) - 1);
   utsname u{};
-  if (uname(&u) == 0) std::strncpy(hdr.kernel, u.release, sizeof(hdr.kernel) - 1);
+  if (uname(&u) == 0) {
+    // Truncated to the field on purpose; the header keeps a terminating NUL.
+    std::memcpy(hdr.kernel, u.release, std::min(sizeof(hdr.kernel) - 1, strnlen(u.release, sizeof(u.release))));
+  }
   if (std::fwrite(&hdr, sizeof(hdr), 1, f) != 1) {
     std::fclose(f);
     return MakeError("cannot write {}", path);

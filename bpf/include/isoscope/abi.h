@@ -159,11 +159,11 @@ struct iso_rec_traceparent {
 enum iso_stat {
 	ISO_STAT_RB_RESERVE_FAILED = 0, /* ring buffer full: record lost */
 	ISO_STAT_TASKS_FULL = 1,        /* tasks map full: thread not tracked */
-	ISO_STAT_SCHED_EVENTS = 2,      /* sched_switch/wakeup events handled */
+	ISO_STAT_SCHED_EVENTS = 2,      /* unused since v2: bpf_stats run_cnt counts events */
 	ISO_STAT_THROTTLE_SPLITS = 3,   /* throttle intervals split by unthrottle probe */
 	ISO_STAT_HTTP_HEADS = 4,        /* socket reads that started or continued an HTTP request head */
 	ISO_STAT_TRACEPARENT_BAD = 5,   /* traceparent headers that failed to parse */
-	ISO_STAT_HTTP_PENDING_FULL = 6, /* read arguments not tracked: pending map full */
+	ISO_STAT_HTTP_PENDING_FULL = 6, /* unused: reads need no per-read state */
 	ISO_STAT_MAX = 8,
 };
 
