@@ -190,8 +190,8 @@ static __always_inline int on_exit(__s64 ret)
 	 * no entry probe and no per-read map are needed. */
 	task = bpf_get_current_task_btf();
 	regs = (struct pt_regs *)bpf_task_pt_regs(task);
-	fd = (__u32)BPF_CORE_READ(regs, di);
-	buf = BPF_CORE_READ(regs, si);
+	fd = (__u32)regs->di; /* a BTF pointer: direct loads */
+	buf = regs->si;
 	f = fd_file(task, fd);
 	/* f came from a probe read (an untyped scalar), so probe reads from here. */
 	if (!f || (BPF_CORE_READ(f, f_inode, i_mode) & ISO_S_IFMT) != ISO_S_IFSOCK)
