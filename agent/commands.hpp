@@ -48,6 +48,13 @@ struct AgentOptions {
   std::string metrics_addr = "127.0.0.1:9464";
   std::size_t max_workloads = 256;
   double duration_s = 0;  // 0: until SIGTERM/SIGINT
+  // OTLP (docs/otlp.md): receiver address ("" = off), upstream collector ("" = none), export
+  // queue bound in spans. otlp_listen_given: --otlp-listen was on the command line (a busy
+  // default port only disables the receiver with a warning; a busy explicit one is an error).
+  std::string otlp_listen = "127.0.0.1:4317";
+  bool otlp_listen_given = false;
+  std::string otlp_endpoint;
+  std::size_t otlp_queue = 8192;
 };
 int RunAgent(const AgentOptions& options);
 

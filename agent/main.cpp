@@ -58,6 +58,16 @@ int main(int argc, char** argv) {
                         "label sets per metric before folding into cgroup=\"other\"")
       ->capture_default_str();
   agent_cmd->add_option("--duration", agent.duration_s, "seconds to run (0: until SIGTERM)");
+  auto* otlp_listen_opt =
+      agent_cmd
+          ->add_option("--otlp-listen", agent.otlp_listen,
+                       "host:port for the OTLP/gRPC receiver (\"\" switches it off)")
+          ->capture_default_str();
+  agent_cmd->add_option("--otlp-endpoint", agent.otlp_endpoint,
+                        "host:port of an OTLP/gRPC collector to forward spans to (default: none)");
+  agent_cmd->add_option("--otlp-queue", agent.otlp_queue, "spans queued for export at most")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 24));
   add_common(agent_cmd, agent.common);
 
   try {
@@ -78,6 +88,9 @@ int main(int argc, char** argv) {
   }
   if (*record_cmd) return RunRecord(record);
   if (*doctor_cmd) return RunDoctor(doctor);
-  if (*agent_cmd) return RunAgent(agent);
+  if (*agent_cmd) {
+    agent.otlp_listen_given = otlp_listen_opt->count() > 0;
+    return RunAgent(agent);
+  }
   return kExitUsage;
 }

@@ -5,8 +5,14 @@ PKGS=(
   g++ make cmake pkg-config clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev
   libfmt-dev libspdlog-dev nlohmann-json3-dev libcli11-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev python3 prometheus stress-ng bpftrace
-  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc nodejs npm
+  qemu-system-x86 cpio busybox-static
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
 )
+# Test-side JavaScript (the OpenTelemetry SDK from npm) needs node and npm. A
+# machine may already have them from another source (NodeSource's nodejs
+# bundles npm and conflicts with Debian's npm package): commands count.
+command -v node >/dev/null 2>&1 || PKGS+=(nodejs)
+command -v npm >/dev/null 2>&1 || PKGS+=(npm)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
