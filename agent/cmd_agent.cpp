@@ -7,8 +7,10 @@
 #include "collectors/container/thread_table.hpp"
 #include "commands.hpp"
 #include "correlator/aggregate.hpp"
+#include "exporters/otlp/otlp_pipeline.hpp"
 #include "exporters/prometheus/prometheus_exporter.hpp"
 #include "live_source.hpp"
+#include "span_enricher.hpp"
 
 namespace isoscope {
 namespace {
@@ -29,6 +31,37 @@ exporters::SelfStats CollectSelfStats(const source::SourceStats& s, const Contai
   return out;
 }
 
+// The OTLP receiver -> enricher -> exporter path (docs/otlp.md). Returns null when OTLP is off
+// (--otlp-listen "") or when the default address is busy (warned); an error for a bad or busy
+// explicit address. The pipeline's metrics go on the agent's registry.
+Result<std::unique_ptr<otlp::OtlpPipeline>> StartOtlp(const AgentOptions& o,
+                                                      exporters::PrometheusExporter& prom,
+                                                      otlp::OtlpPipeline::Enricher enricher) {
+  std::unique_ptr<otlp::OtlpPipeline> none;
+  if (o.otlp_listen.empty()) {
+    if (!o.otlp_endpoint.empty()) {
+      spdlog::warn("--otlp-endpoint {} has nothing to forward: the OTLP receiver is off",
+                   o.otlp_endpoint);
+    }
+    return none;
+  }
+  otlp::PipelineOptions po;
+  po.listen = o.otlp_listen;
+  po.exporter.endpoint = o.otlp_endpoint;
+  po.exporter.max_queue_spans = o.otlp_queue;
+  auto pipeline = otlp::OtlpPipeline::Create(po);
+  if (!pipeline) return pipeline.error();
+  (*pipeline)->SetEnricher(std::move(enricher));
+  if (auto started = (*pipeline)->Start(); !started) {
+    if (o.otlp_listen_given) return started.error();
+    spdlog::warn("{}: OTLP receiver off (choose another address with --otlp-listen)",
+                 started.error().message);
+    return none;
+  }
+  (*pipeline)->ExposeMetrics(prom.registry());
+  return std::move(*pipeline);
+}
+
 }  // namespace
 
 int RunAgent(const AgentOptions& o) {
@@ -42,6 +75,19 @@ int RunAgent(const AgentOptions& o) {
   exporters::PrometheusExporter prom(o.max_workloads);
   if (auto served = prom.Serve(o.metrics_addr); !served) {
     std::fprintf(stderr, "isoscope agent: %s\n", served.error().message.c_str());
+    return kExitUsage;
+  }
+  // Kernel evidence for spans: streamed delays and traceparent bindings,
+  // kept for a window so that late spans still join (docs/otlp-correlation.md).
+  correlator::EvidenceStore evidence;
+  correlator::EvidenceSink evidence_sink(evidence);
+  EnrichStats enrich_stats;
+  auto otlp_pipeline =
+      StartOtlp(o, prom, [&evidence, &enrich_stats](otlp::TraceRequest& req, const otlp::PeerInfo&) {
+        EnrichSpans(req, evidence, enrich_stats);
+      });
+  if (!otlp_pipeline) {
+    std::fprintf(stderr, "isoscope agent: %s\n", otlp_pipeline.error().message.c_str());
     return kExitUsage;
   }
 
@@ -80,6 +126,7 @@ int RunAgent(const AgentOptions& o) {
       reports.push_back(std::move(r));
     }
     prom.OnInterval(reports);
+    evidence.Expire(sample.end_ns);
     for (const auto& d : sample.delays) {
       const auto key = correlator::WorkloadOf(d.hdr.cgroup_v2_id, d.hdr.cgroup_v1_cpu_id);
       prom.OnDelay(d.cause, static_cast<double>(d.hdr.ts_ns - d.start_ns) / 1e9,
@@ -87,8 +134,9 @@ int RunAgent(const AgentOptions& o) {
     }
   });
 
+  source::TeeSink sink({&table, &evidence_sink});
   while (true) {
-    auto more = (*live)->NextInterval(table);
+    auto more = (*live)->NextInterval(sink);
     prom.SetSelfStats(CollectSelfStats((*live)->stats(), (*live)->probes()));
     if (!more) {
       spdlog::error("{}", more.error().message);
@@ -96,6 +144,7 @@ int RunAgent(const AgentOptions& o) {
     }
     if (!*more) break;
   }
+  if (*otlp_pipeline) (*otlp_pipeline)->Stop();  // flushes the export queue (bounded)
   spdlog::info("agent stopping: probes detached");
   return kExitOk;
 }

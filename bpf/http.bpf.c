@@ -133,8 +133,14 @@ static long scan_step(__u32 i, void *data)
 	if (at == 0) {
 		if (c->read_index == 0)
 			return 0;
-	} else if (c->s->buf[at - 1] != '\n') {
-		return 0;
+	} else {
+		/* Older verifiers (6.1) do not carry at >= 1 into this branch:
+		 * bound the previous index on its own register. */
+		__u64 before = at - 1;
+
+		asm volatile("" : "+r"(before));
+		if (before >= ISO_SCAN_BYTES || c->s->buf[before] != '\n')
+			return 0;
 	}
 	p = &c->s->buf[at];
 	if (p[0] == '\r' && p[1] == '\n') {
@@ -255,16 +261,19 @@ static __always_inline int on_exit(__s64 ret)
 			goto out;
 		}
 		{
+			/* Plain loops, not unrolled: unrolled, the 50 lookups spill to
+			 * ~480 bytes of stack, and main + bpf_loop callback must fit
+			 * 512 bytes on older kernels (6.1). */
 			__u8 acc = 0;
 
-#pragma unroll
+#pragma clang loop unroll(disable)
 			for (j = 0; j < 16; j++) {
 				__u8 hi = hexval(v[3 + 2 * j]), lo = hexval(v[4 + 2 * j]);
 
 				acc |= hi | lo;
 				rec->trace_id[j] = (__u8)((hi << 4) | (lo & 0xf));
 			}
-#pragma unroll
+#pragma clang loop unroll(disable)
 			for (j = 0; j < 8; j++) {
 				__u8 hi = hexval(v[36 + 2 * j]), lo = hexval(v[37 + 2 * j]);
 
