@@ -96,6 +96,7 @@ int RunAgent(const AgentOptions& o) {
   lo.stream_min_ns = o.common.stream_min_us * 1000;
   lo.max_threads = o.common.max_threads;
   lo.no_optional = o.common.no_optional_probes;
+  lo.no_tp_btf = o.common.no_tp_btf;
   auto probes = ContainerProbes::Open(lo, prober);
   if (!probes) {
     // Keep serving self-metrics so the failure is visible to monitoring, but

@@ -199,6 +199,7 @@ Result<std::unique_ptr<source::EventSource>> OpenSource(const CommonOptions& c, 
   lo.stream_min_ns = c.stream_min_us * 1000;
   lo.max_threads = c.max_threads;
   lo.no_optional = c.no_optional_probes;
+  lo.no_tp_btf = c.no_tp_btf;
   auto probes = ContainerProbes::Open(lo, prober);
   if (!probes) return probes.error();
   if (!seed.empty()) {

@@ -17,6 +17,7 @@ struct CommonOptions {
   std::uint64_t stream_min_us = 1000;
   std::uint32_t max_threads = 65536;
   bool no_optional_probes = false;
+  bool no_tp_btf = false;
 };
 
 struct TraceOptions {

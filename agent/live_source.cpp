@@ -88,10 +88,16 @@ Result<bool> LiveSource::NextInterval(source::RecordSink& sink) {
     if (now >= until) break;
     std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
         options_.consume_period, until - now));
+    // Everything submitted before `mark` is in the ring now and is drained by
+    // this consume (it reads until empty).
+    const std::uint64_t mark = source::BootNs();
     int n = ring_buffer__consume(ring_);
     if (n < 0 && n != -EINTR) return Error{fmt::format("ring buffer: {}", std::strerror(-n)), -n};
+    sink.OnWatermark(mark);
   }
+  const std::uint64_t mark = source::BootNs();
   ring_buffer__consume(ring_);
+  sink.OnWatermark(mark);
   Snapshot(sink);
   current_sink_ = nullptr;
   const bool more = !stop_.load() && std::chrono::steady_clock::now() < source_end;

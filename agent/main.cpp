@@ -23,6 +23,8 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     cmd->add_flag("--no-optional-probes", c.no_optional_probes,
                   "tracepoints only: switch off optional kprobe/fentry programs");
+    cmd->add_flag("--no-tp-btf", c.no_tp_btf,
+                  "use the raw_tp fallback programs instead of BTF-typed tracepoints");
   };
 
   TraceOptions trace;

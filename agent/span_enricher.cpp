@@ -1,5 +1,6 @@
 #include "span_enricher.hpp"
 
+#include <algorithm>
 #include <cstring>
 #include <optional>
 #include <variant>
@@ -46,6 +47,20 @@ void SetAttribute(google::protobuf::RepeatedPtrField<common::KeyValue>& attrs,
 void EnrichSpans(otlp::TraceRequest& request, const correlator::EvidenceStore& store,
                  EnrichStats& stats) {
   const correlator::ClockMap clock = correlator::ClockMap::Now();
+  // Spans often arrive within milliseconds of their end, before the ring
+  // buffer holding their last evidence (the binding, the final delays) has
+  // been drained: wait, bounded, until the evidence reaches the latest end.
+  std::uint64_t latest_end = 0;
+  for (const auto& rs : request.resource_spans()) {
+    for (const auto& ss : rs.scope_spans()) {
+      for (const auto& span : ss.spans()) {
+        latest_end = std::max(latest_end, clock.ToBoot(span.end_time_unix_nano()));
+      }
+    }
+  }
+  if (latest_end != 0 && !store.WaitForWatermark(latest_end, kEvidenceWait)) {
+    ++stats.joins_without_full_evidence;
+  }
   for (auto& rs : *request.mutable_resource_spans()) {
     const std::optional<std::uint32_t> pid = ResourcePid(rs.resource());
     std::optional<std::uint32_t> bound_pid;

@@ -152,6 +152,19 @@ SpanResult EvidenceStore::Join(const SpanQuery& span) const {
   return r;
 }
 
+void EvidenceStore::SetWatermark(std::uint64_t ns) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    watermark_ns_ = std::max(watermark_ns_, ns);
+  }
+  watermark_cv_.notify_all();
+}
+
+bool EvidenceStore::WaitForWatermark(std::uint64_t ns, std::chrono::milliseconds timeout) const {
+  std::unique_lock<std::mutex> lock(mu_);
+  return watermark_cv_.wait_for(lock, timeout, [&] { return watermark_ns_ >= ns; });
+}
+
 EvidenceStats EvidenceStore::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   return stats_;

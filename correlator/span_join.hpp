@@ -10,6 +10,8 @@
 #pragma once
 
 #include <array>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -72,6 +74,14 @@ class EvidenceStore {
   SpanResult Join(const SpanQuery& span) const;
   EvidenceStats stats() const;
 
+  // How far the evidence reaches: all kernel records from before this boot
+  // time are in the store (set by the live source after each drain).
+  void SetWatermark(std::uint64_t ns);
+  // Waits until the watermark reaches `ns` or `timeout` passes; true if it did.
+  // A span that ended a moment ago waits for its last evidence (one drain
+  // period, 100 ms) instead of being joined without it.
+  bool WaitForWatermark(std::uint64_t ns, std::chrono::milliseconds timeout) const;
+
  private:
   struct Segment {
     std::uint64_t start_ns;
@@ -92,6 +102,8 @@ class EvidenceStore {
 
   Limits limits_;
   mutable std::mutex mu_;
+  mutable std::condition_variable watermark_cv_;
+  std::uint64_t watermark_ns_ = 0;
   std::unordered_map<std::uint32_t, std::deque<Segment>> segments_;  // by tid, ordered by end
   std::unordered_map<std::uint32_t, std::vector<std::uint32_t>> threads_of_;  // tgid -> tids
   std::map<std::string, BindingRec> bindings_;                                // trace+parent
@@ -105,6 +117,7 @@ class EvidenceSink : public source::RecordSink {
  public:
   explicit EvidenceSink(EvidenceStore& store) : store_(store) {}
   void OnRecord(const iso_rec_hdr& hdr, std::span<const std::byte> bytes) override;
+  void OnWatermark(std::uint64_t ns) override { store_.SetWatermark(ns); }
 
  private:
   EvidenceStore& store_;

@@ -21,6 +21,10 @@ class RecordSink {
  public:
   virtual ~RecordSink() = default;
   virtual void OnRecord(const iso_rec_hdr& hdr, std::span<const std::byte> bytes) = 0;
+  // Every record the kernel produced before boot time `ns` has been delivered
+  // (live source: called after each ring-buffer drain). Lets consumers that
+  // answer queries from other threads know how far their evidence reaches.
+  virtual void OnWatermark(std::uint64_t /*ns*/) {}
 };
 
 // Forwards each record to several sinks in order (e.g. a recorder, then the
@@ -30,6 +34,9 @@ class TeeSink : public RecordSink {
   explicit TeeSink(std::vector<RecordSink*> sinks) : sinks_(std::move(sinks)) {}
   void OnRecord(const iso_rec_hdr& hdr, std::span<const std::byte> bytes) override {
     for (RecordSink* s : sinks_) s->OnRecord(hdr, bytes);
+  }
+  void OnWatermark(std::uint64_t ns) override {
+    for (RecordSink* s : sinks_) s->OnWatermark(ns);
   }
 
  private:

@@ -167,3 +167,23 @@ TEST(ClockMap, MapsRealtimeOntoBoottime) {
 
 }  // namespace
 }  // namespace isoscope::correlator
+
+#include <thread>
+
+namespace isoscope::correlator {
+namespace {
+
+TEST(SpanJoin, WaitForWatermarkReturnsOnceEvidenceReachesTheSpanEnd) {
+  EvidenceStore store;
+  store.SetWatermark(100);
+  EXPECT_TRUE(store.WaitForWatermark(50, std::chrono::milliseconds(0)));
+  EXPECT_FALSE(store.WaitForWatermark(200, std::chrono::milliseconds(1)));
+  std::thread drainer([&] { store.SetWatermark(300); });
+  EXPECT_TRUE(store.WaitForWatermark(200, std::chrono::seconds(10)));
+  drainer.join();
+  store.SetWatermark(250);  // never moves back
+  EXPECT_TRUE(store.WaitForWatermark(300, std::chrono::milliseconds(0)));
+}
+
+}  // namespace
+}  // namespace isoscope::correlator

@@ -1,0 +1,314 @@
+"""Span correlation end to end: real HTTP servers instrumented with the OpenTelemetry JS SDK,
+their SERVER spans sent through `isoscope agent`, joined to kernel evidence of the thread that
+read each request (docs/otlp-correlation.md), decoded upstream by an independent collector.
+
+  servers:   tests/otlp/http_server.js (node:http, sdk-trace-node, W3C propagator, OTLP/gRPC
+             exporter -> the agent's --otlp-listen), each request burns 15 ms of CPU time
+             - "throttled": in a fresh cpu cgroup with quota 20 ms per 100 ms period
+             - "healthy":   no quota
+  client:    this test, urllib, sequential requests, each with a fresh random `traceparent`
+  upstream:  tests/otlp/collector.js (grpc-js + otlp-transformer's generated decoder)
+
+Asserts on the decoded forwarded spans: every SERVER span is bound to its thread
+(isoscope.binding == "thread"), its parent span id is the one our traceparent carried, the
+throttled server's slow spans (> 50 ms) are blamed on container.cpu_throttle, the healthy
+server's are not (verdict "none"), and no cause accounts for more time than the span lasted.
+
+Needs root and BPF; exits 77 when BPF is unavailable. The npm packages come from
+ISOSCOPE_OTLP_NODE_DIR, or are installed into <build>/otlp-node by tests/otlp/node_env.py.
+"""
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "otlp"))
+
+import isoscope_harness as h  # noqa: E402
+import node_env  # noqa: E402
+
+OTLP_DIR = HERE.parent / "otlp"
+NODE_DIR = Path(os.environ.get("ISOSCOPE_OTLP_NODE_DIR") or h.BIN.parent / "otlp-node")
+
+REQUESTS = int(os.environ.get("ISOSCOPE_SPAN_REQUESTS", "40"))
+WARMUP = 3            # requests per server before the measured ones (JIT, lazy loading)
+WORK_MS = 15          # CPU time per request
+QUOTA_US, PERIOD_US = 20000, 100000
+SLOW_NS = 50_000_000  # a throttled span longer than this must be blamed on the throttle
+SERVER_KIND = 2       # SPAN_KIND_SERVER
+CAUSE = "container.cpu_throttle"
+# Diagnostics: hold every export batch in the servers this long (0: the SDK's own timing).
+EXPORT_DELAY_MS = int(os.environ.get("ISOSCOPE_SPAN_EXPORT_DELAY_MS", "0"))
+
+
+def setUpModule():
+    h.require_bpf()
+
+
+def free_port():
+    import socket  # pylint: disable=import-outside-toplevel
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_jsonl(path):
+    out = []
+    if not os.path.exists(path):
+        return out
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass  # a line being written
+    return out
+
+
+def traceparent():
+    trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
+    return trace_id, parent_id, f"00-{trace_id}-{parent_id}-01"
+
+
+def wait_json_line(proc, what, timeout):
+    """The first stdout line of proc as JSON, within timeout seconds."""
+    import selectors  # pylint: disable=import-outside-toplevel
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    try:
+        if not sel.select(timeout):
+            raise RuntimeError(f"{what} printed nothing in {timeout} s")
+    finally:
+        sel.close()
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"{what} exited {proc.wait(timeout=5)}: {proc.stderr.read()}")
+    return json.loads(line)
+
+
+def stop(proc, grace=10):
+    if proc is None:
+        return
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    h._kill(proc)  # pylint: disable=protected-access
+    h._live_processes.discard(proc)  # pylint: disable=protected-access
+
+
+class SpanCorrelation(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        node_env.ensure(NODE_DIR)
+        cls.env = node_env.node_env(NODE_DIR)
+        cls.tmp = tempfile.mkdtemp(prefix="isoscope-spancorr-")
+        cls.procs = h.Processes()
+        cls.addClassCleanup(cls.procs.kill_all)
+        cls.metrics_port, cls.otlp_port, cls.upstream_port = free_port(), free_port(), free_port()
+
+        # Upstream collector.
+        cls.collector_out = os.path.join(cls.tmp, "upstream.jsonl")
+        cls.collector = subprocess.Popen(  # pylint: disable=consider-using-with
+            ["node", str(OTLP_DIR / "collector.js"), "--port", str(cls.upstream_port),
+             "--out", cls.collector_out],
+            env=cls.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL, text=True)
+        h._live_processes.add(cls.collector)  # pylint: disable=protected-access
+        cls.addClassCleanup(stop, cls.collector)
+        got = wait_json_line(cls.collector, "collector.js", 60)
+        if got.get("listening") != cls.upstream_port:
+            raise RuntimeError(f"collector did not start: {got}")
+
+        # The agent.
+        cls.agent_log = open(os.path.join(cls.tmp, "agent.log"), "w+", encoding="utf-8")  # pylint: disable=consider-using-with
+        cls.addClassCleanup(cls.agent_log.close)
+        argv = [str(h.BIN), "--log-level", "info", "agent",
+                "--metrics-addr", f"127.0.0.1:{cls.metrics_port}",
+                "--otlp-listen", f"127.0.0.1:{cls.otlp_port}",
+                "--otlp-endpoint", f"127.0.0.1:{cls.upstream_port}",
+                "--interval", "1"]
+        h.log("starting " + " ".join(argv))
+        cls.agent = subprocess.Popen(  # pylint: disable=consider-using-with
+            argv, stdout=subprocess.DEVNULL, stderr=cls.agent_log, stdin=subprocess.DEVNULL)
+        h._live_processes.add(cls.agent)  # pylint: disable=protected-access
+        cls.addClassCleanup(stop, cls.agent, 30)
+        deadline = time.monotonic() + 90
+        while True:
+            if cls.agent.poll() is not None:
+                raise RuntimeError(f"isoscope agent exited {cls.agent.returncode}:\n{cls.log_text()}")
+            if "agent running" in cls.log_text():
+                try:
+                    with urllib.request.urlopen(
+                            f"http://127.0.0.1:{cls.metrics_port}/metrics", timeout=5) as r:
+                        r.read()
+                    break
+                except OSError:
+                    pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"isoscope agent not ready in 90 s:\n{cls.log_text()}")
+            time.sleep(0.2)
+        h.log(f"agent ready: OTLP on {cls.otlp_port}, metrics on {cls.metrics_port}")
+
+        # The servers: one throttled (cpu quota), one healthy.
+        cls.cg = h.cgroup("cpu")
+        cls.addClassCleanup(cls.cg.destroy)
+        cls.addClassCleanup(cls.procs.kill_all)  # cleanups run last-first: servers die first
+        cls.cg.set_cpu_quota(QUOTA_US, PERIOD_US)
+        cls.servers = {}
+        for name, cgroups in (("throttled", [cls.cg]), ("healthy", [])):
+            port = free_port()
+            proc = cls.procs.start(
+                ["/usr/bin/env", "node", str(OTLP_DIR / "http_server.js"), "--port", port,
+                 "--endpoint", f"127.0.0.1:{cls.otlp_port}", "--service", f"http-{name}",
+                 "--work-ms", WORK_MS, "--export-delay-ms", EXPORT_DELAY_MS],
+                cgroups=cgroups, env=cls.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True)
+            got = wait_json_line(proc, f"http_server.js ({name})", 60)
+            if got.get("listening") != port:
+                raise RuntimeError(f"{name} server did not start: {got}")
+            cls.servers[name] = (port, proc)
+            h.log(f"{name} server pid {proc.pid} on {port}")
+
+        # Requests, sequential, each with a fresh traceparent.
+        cls.sent = {}  # (traceId) -> {"server", "parent", "response"}
+        for name, (port, _) in cls.servers.items():
+            for i in range(WARMUP + REQUESTS):
+                trace_id, parent_id, tp = traceparent()
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/work?i={i}",
+                                             headers={"traceparent": tp})
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    body = json.loads(r.read())
+                    status = r.status
+                if status != 200:
+                    raise RuntimeError(f"{name}: HTTP {status}")
+                if i >= WARMUP:
+                    cls.sent[trace_id] = {"server": name, "parent": parent_id, "response": body}
+        h.log(f"sent {len(cls.sent)} measured requests; throttled cgroup "
+              f"throttled_ns={cls.cg.throttled_ns()}")
+
+        # Wait (bounded) until every measured SERVER span arrived upstream.
+        deadline = time.monotonic() + 60
+        while True:
+            cls.spans = {}
+            for s in read_jsonl(cls.collector_out):
+                if s.get("kind") == SERVER_KIND and s.get("traceId") in cls.sent:
+                    cls.spans[s["traceId"]] = s
+            if len(cls.spans) == len(cls.sent) or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        h.log(f"{len(cls.spans)}/{len(cls.sent)} SERVER spans arrived upstream")
+
+    @classmethod
+    def log_text(cls):
+        cls.agent_log.flush()
+        with open(cls.agent_log.name, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def of(self, server):
+        return [(t, s) for t, s in self.spans.items() if self.sent[t]["server"] == server]
+
+    @staticmethod
+    def duration_ns(s):
+        return int(s["endTimeUnixNano"]) - int(s["startTimeUnixNano"])
+
+    @staticmethod
+    def describe(s):
+        a = s["attributes"]
+        lag_ms = s.get("receivedAtMs", 0) - int(s["endTimeUnixNano"]) / 1e6
+        return (f"{s['attributes'].get('url.path')} "
+                f"{(int(s['endTimeUnixNano']) - int(s['startTimeUnixNano'])) / 1e6:.1f} ms "
+                f"(upstream {lag_ms:.0f} ms after its end) "
+                f"binding={a.get('isoscope.binding')} cause={a.get('isoscope.verdict.cause')} "
+                f"share={a.get('isoscope.verdict.share')} "
+                f"throttle_s={a.get('isoscope.cause.' + CAUSE + '.seconds')} "
+                f"causes={ {k: v for k, v in a.items() if k.startswith('isoscope.cause.')} }")
+
+    def test_0_all_spans_arrived(self):
+        missing = [t for t in self.sent if t not in self.spans]
+        self.assertEqual(missing, [], f"{len(missing)} SERVER spans never arrived upstream\n"
+                                      f"{self.log_text()[-3000:]}")
+
+    def test_1_parent_is_the_traceparent_sent(self):
+        for t, s in self.spans.items():
+            self.assertEqual(s["parentSpanId"], self.sent[t]["parent"], t)
+            self.assertEqual(s["spanId"], self.sent[t]["response"]["spanId"], t)
+
+    def test_2_bound_to_the_reading_thread(self):
+        counts = {}
+        for name in self.servers:
+            for _, s in self.of(name):
+                b = s["attributes"].get("isoscope.binding")
+                counts[(name, b)] = counts.get((name, b), 0) + 1
+        h.log(f"bindings: {counts}")
+        for name in self.servers:
+            for _, s in self.of(name):
+                if s["attributes"].get("isoscope.binding") != "thread":
+                    h.log(f"  {name}, not bound to its thread: " + self.describe(s))
+        not_thread = {k: v for k, v in counts.items() if k[1] != "thread"}
+        self.assertEqual(not_thread, {}, f"spans not bound to their thread: {counts}")
+        for name, (_, proc) in self.servers.items():
+            for _, s in self.of(name):
+                pid = s["resource"].get("process.pid")
+                if pid is not None:
+                    self.assertEqual(int(pid), proc.pid, name)
+
+    def test_3_throttled_server_blamed_on_the_throttle(self):
+        spans = [s for _, s in self.of("throttled")]
+        slow = [s for s in spans if self.duration_ns(s) > SLOW_NS]
+        blamed = [s for s in slow if s["attributes"].get("isoscope.verdict.cause") == CAUSE]
+        durations = sorted(self.duration_ns(s) / 1e6 for s in spans)
+        h.log(f"throttled: {len(spans)} spans, {len(slow)} > 50 ms, {len(blamed)} blamed on {CAUSE}; "
+              f"durations ms min={durations[0] if durations else 0:.1f} "
+              f"median={durations[len(durations) // 2] if durations else 0:.1f} "
+              f"max={durations[-1] if durations else 0:.1f}")
+        for s in slow:
+            if s not in blamed:
+                h.log("  not blamed: " + self.describe(s))
+        self.assertGreater(len(slow), 0, "no throttled span lasted more than 50 ms: "
+                                         + "; ".join(self.describe(s) for s in spans[:5]))
+        self.assertGreaterEqual(len(blamed), 0.8 * len(slow),
+                                f"{len(blamed)}/{len(slow)} slow throttled spans blamed on {CAUSE}")
+        for s in blamed:
+            self.assertEqual(s["attributes"].get("isoscope.verdict.layer"), "container")
+
+    def test_4_healthy_server_not_blamed(self):
+        spans = [s for _, s in self.of("healthy")]
+        verdicts = {}
+        for s in spans:
+            v = s["attributes"].get("isoscope.verdict.cause")
+            verdicts[v] = verdicts.get(v, 0) + 1
+        h.log(f"healthy verdicts: {verdicts}")
+        for s in spans:
+            if s["attributes"].get("isoscope.verdict.cause") != "none":
+                h.log("  healthy, not none: " + self.describe(s))
+        self.assertGreater(len(spans), 0)
+        self.assertEqual(verdicts.get(CAUSE, 0), 0, f"healthy server blamed on {CAUSE}: {verdicts}")
+        self.assertGreaterEqual(verdicts.get("none", 0), 0.95 * len(spans), verdicts)
+
+    def test_5_cause_time_within_span(self):
+        for t, s in self.spans.items():
+            dur_s = self.duration_ns(s) / 1e9
+            for k, v in s["attributes"].items():
+                if k.startswith("isoscope.cause.") and k.endswith(".seconds"):
+                    self.assertLessEqual(float(v), dur_s + 1e-6, f"{t} {k}: {self.describe(s)}")
+            self.assertLessEqual(float(s["attributes"].get(f"isoscope.cause.{CAUSE}.seconds", 0)),
+                                 dur_s + 1e-6)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
