@@ -21,6 +21,7 @@ import os
 import random
 import shutil
 import struct
+import subprocess
 import tempfile
 import unittest
 
@@ -96,6 +97,35 @@ class ContainerLayerTest(unittest.TestCase):
             delta=0.15 * kernel_s,
             msg=f"agent throttle {agent_s:.3f} s vs kernel throttled_time {kernel_s:.3f} s",
         )
+
+    # ---- a2. the raw_tp fallback path ------------------------------------------------------------
+
+    def test_a2_raw_tp_fallback_gives_the_same_verdict(self):
+        """--no-tp-btf loads the raw_tp twins (probe reads instead of BTF loads) for real."""
+        with Processes() as procs, cgroup("cpu") as cg:
+            cg.set_cpu_quota(QUOTA_US, PERIOD_US)
+            cg.set_cpu_weight_max()
+            spin = procs.start(["spin", TRACE_S + 10], cgroups=[cg])
+            kinds = []
+
+            def on_line(i, _line):
+                if i == 1:  # the programs of this trace are attached now
+                    bpftool = shutil.which("bpftool") or "/usr/sbin/bpftool"
+                    shown = subprocess.run([bpftool, "prog", "show"], capture_output=True,
+                                           text=True, timeout=30, check=False).stdout
+                    kinds.extend(l.split()[1] for l in shown.splitlines()
+                                 if "name iso_sched_switch_" in l)
+
+            result = h.trace(["--pid", spin.pid, "--duration", 3, "--interval", 1, "--no-tp-btf"],
+                             on_line=on_line)
+        self.log_lines("raw_tp", result.lines)
+        self.assertTraceOk(result, 3)
+        h.log(f"raw_tp: sched_switch program types attached: {kinds}")
+        self.assertIn("raw_tracepoint", kinds)
+        self.assertNotIn("tracing", kinds)  # tp_btf programs are of type tracing
+        for line in used(result.lines):
+            self.assertEqual(verdict(line), THROTTLE, h.summary(line))
+            self.assertGreaterEqual(share(line, THROTTLE), 0.6, h.summary(line))
 
     # ---- b. run queue --------------------------------------------------------------------------
 
