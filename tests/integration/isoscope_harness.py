@@ -616,3 +616,29 @@ def unused_pid():
         except PermissionError:
             continue
     raise RuntimeError("no unused pid found")
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    import socket  # pylint: disable=import-outside-toplevel
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_jsonl(path):
+    """The JSON objects of a file of JSON lines another process may still be writing
+    (a partial last line is skipped)."""
+    out = []
+    if not os.path.exists(path):
+        return out
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+    return out

@@ -3,7 +3,6 @@
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import unittest
@@ -29,12 +28,6 @@ def parse_metrics(text):
 
 def value(samples, name, **labels):
     return sum(v for n, l, v in samples if n == name and all(l.get(k) == x for k, x in labels.items()))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def setUpModule():
@@ -69,7 +62,7 @@ class AgentTest(unittest.TestCase):
             return r.read().decode()
 
     def test_throttled_cgroup_shows_in_metrics_and_sigterm_exits_cleanly(self):
-        port = free_port()
+        port = h.free_port()
         with h.cgroup("cpu") as cg, h.Processes() as procs:
             cg.set_cpu_quota(20000, 100000)
             procs.start(["spin", "60"], cgroups=[cg])

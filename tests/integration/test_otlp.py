@@ -21,7 +21,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,12 +45,6 @@ GRPC_OK, GRPC_INVALID_ARGUMENT, GRPC_RESOURCE_EXHAUSTED = 0, 3, 8
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def node(script, *args, timeout=120):
     """Runs a tests/otlp node script to completion; returns (returncode, stdout, stderr)."""
     proc = subprocess.run(
@@ -64,18 +57,6 @@ def node(script, *args, timeout=120):
         stdin=subprocess.DEVNULL,
     )
     return proc.returncode, proc.stdout, proc.stderr
-
-
-def read_jsonl(path):
-    out = []
-    if not os.path.exists(path):
-        return out
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                out.append(json.loads(line))
-    return out
 
 
 class Collector:
@@ -113,7 +94,7 @@ class Collector:
         self.proc = None
 
     def spans(self):
-        return [s for s in read_jsonl(self.out) if "spanId" in s]
+        return [s for s in h.read_jsonl(self.out) if "spanId" in s]
 
 
 def scrape(port):
@@ -180,7 +161,7 @@ class OtlpThroughAgent(unittest.TestCase):
     def setUpClass(cls):
         node_env.ensure(NODE_DIR)
         cls.tmp = tempfile.mkdtemp(prefix="isoscope-otlp-")
-        cls.metrics_port, cls.otlp_port, cls.upstream_port = free_port(), free_port(), free_port()
+        cls.metrics_port, cls.otlp_port, cls.upstream_port = h.free_port(), h.free_port(), h.free_port()
         cls.collector = Collector(cls.upstream_port, os.path.join(cls.tmp, "upstream-1.jsonl"))
         cls.collector.start()
         # Class cleanups run even when setUpClass fails half-way (tearDownClass would not).
@@ -253,7 +234,7 @@ class OtlpThroughAgent(unittest.TestCase):
         rc, stdout, stderr = node("produce.js", "--endpoint", f"127.0.0.1:{self.otlp_port}",
                                   "--out", out, *args, timeout=timeout)
         self.assertEqual(rc, 0, f"produce.js failed:\n{stdout}\n{stderr}")
-        return json.loads(stdout.strip().splitlines()[-1]), read_jsonl(out)
+        return json.loads(stdout.strip().splitlines()[-1]), h.read_jsonl(out)
 
     def wait_arrived(self, span_ids, collector, timeout=30):
         deadline = time.monotonic() + timeout
@@ -364,7 +345,7 @@ class OtlpThroughAgent(unittest.TestCase):
         after = self.settle(timeout=90)
         h.log(f"settled: {after}")
 
-        produced = read_jsonl(out)
+        produced = h.read_jsonl(out)
         self.assertEqual(summary["produced"], len(produced))
         self.assertEqual(summary["exportFailed"], 0, summary)  # the agent accepted everything
         received = after.received - before.received

@@ -5,7 +5,7 @@ read each request (docs/otlp-correlation.md), decoded upstream by an independent
   servers:   tests/otlp/http_server.js (node:http, sdk-trace-node, W3C propagator, OTLP/gRPC
              exporter -> the agent's --otlp-listen), each request burns 15 ms of CPU time
              - "throttled": in a fresh cpu cgroup with quota 20 ms per 100 ms period
-             - "healthy":   no quota
+             - "healthy":   no quota (both with the largest CPU weight)
   client:    this test, urllib, sequential requests, each with a fresh random `traceparent`
   upstream:  tests/otlp/collector.js (grpc-js + otlp-transformer's generated decoder)
 
@@ -55,28 +55,6 @@ def setUpModule():
     h.require_bpf()
 
 
-def free_port():
-    import socket  # pylint: disable=import-outside-toplevel
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def read_jsonl(path):
-    out = []
-    if not os.path.exists(path):
-        return out
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    pass  # a line being written
-    return out
-
-
 def traceparent():
     trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
     return trace_id, parent_id, f"00-{trace_id}-{parent_id}-01"
@@ -119,7 +97,7 @@ class SpanCorrelation(unittest.TestCase):
         cls.tmp = tempfile.mkdtemp(prefix="isoscope-spancorr-")
         cls.procs = h.Processes()
         cls.addClassCleanup(cls.procs.kill_all)
-        cls.metrics_port, cls.otlp_port, cls.upstream_port = free_port(), free_port(), free_port()
+        cls.metrics_port, cls.otlp_port, cls.upstream_port = h.free_port(), h.free_port(), h.free_port()
 
         # Upstream collector.
         cls.collector_out = os.path.join(cls.tmp, "upstream.jsonl")
@@ -167,11 +145,18 @@ class SpanCorrelation(unittest.TestCase):
         # The servers: one throttled (cpu quota), one healthy.
         cls.cg = h.cgroup("cpu")
         cls.addClassCleanup(cls.cg.destroy)
-        cls.addClassCleanup(cls.procs.kill_all)  # cleanups run last-first: servers die first
         cls.cg.set_cpu_quota(QUOTA_US, PERIOD_US)
+        # Both servers get the largest CPU weight, so that other jobs on the box (CI builds, a
+        # neighbour's tests) do not make the healthy server really wait for a CPU: the agent
+        # would then rightly report container.runqueue, and this test is about the throttle.
+        cls.cg.set_cpu_weight_max()
+        cls.healthy_cg = h.cgroup("cpu")
+        cls.addClassCleanup(cls.healthy_cg.destroy)
+        cls.healthy_cg.set_cpu_weight_max()
+        cls.addClassCleanup(cls.procs.kill_all)  # cleanups run last-first: servers die first
         cls.servers = {}
-        for name, cgroups in (("throttled", [cls.cg]), ("healthy", [])):
-            port = free_port()
+        for name, cgroups in (("throttled", [cls.cg]), ("healthy", [cls.healthy_cg])):
+            port = h.free_port()
             proc = cls.procs.start(
                 ["/usr/bin/env", "node", str(OTLP_DIR / "http_server.js"), "--port", port,
                  "--endpoint", f"127.0.0.1:{cls.otlp_port}", "--service", f"http-{name}",
@@ -205,7 +190,7 @@ class SpanCorrelation(unittest.TestCase):
         deadline = time.monotonic() + 60
         while True:
             cls.spans = {}
-            for s in read_jsonl(cls.collector_out):
+            for s in h.read_jsonl(cls.collector_out):
                 if s.get("kind") == SERVER_KIND and s.get("traceId") in cls.sent:
                     cls.spans[s["traceId"]] = s
             if len(cls.spans) == len(cls.sent) or time.monotonic() > deadline:
