@@ -64,13 +64,6 @@ struct {
 	__type(value, __u64);
 } unthrottle_ts SEC(".maps");
 
-static __always_inline void stat_inc(__u32 idx)
-{
-	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
-	if (v)
-		*v += 1;
-}
-
 static __always_inline bool wanted(struct task_struct *t, bool btf)
 {
 	if (!track_kthreads && (ISO_RD(btf, t, flags) & ISO_PF_KTHREAD))
@@ -99,7 +92,7 @@ static __always_inline struct iso_thread_totals *create_state(struct task_struct
 	BPF_CORE_READ_STR_INTO(&init.comm, t, comm);
 	refresh_cgroups(t, &init);
 	if (bpf_map_update_elem(&tasks, &tid, &init, BPF_NOEXIST) && bpf_map_lookup_elem(&tasks, &tid) == NULL) {
-		stat_inc(ISO_STAT_TASKS_FULL);
+		iso_percpu_inc(&stats, ISO_STAT_TASKS_FULL);
 		return NULL;
 	}
 	return bpf_map_lookup_elem(&tasks, &tid);
@@ -139,7 +132,7 @@ static __always_inline void stream_delay(const struct iso_thread_totals *st, __u
 		return;
 	rec = bpf_ringbuf_reserve(&events, sizeof(*rec), 0);
 	if (!rec) {
-		stat_inc(ISO_STAT_RB_RESERVE_FAILED);
+		iso_percpu_inc(&stats, ISO_STAT_RB_RESERVE_FAILED);
 		return;
 	}
 	fill_hdr(&rec->hdr, ISO_REC_DELAY, sizeof(*rec), tid, st, now);
@@ -220,7 +213,7 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 
 		if (u && *u > st->seg_start_ns && *u < now) {
 			end_segment(st, tid, *u, ISO_CAUSE_CONTAINER_RUNQUEUE);
-			stat_inc(ISO_STAT_THROTTLE_SPLITS);
+			iso_percpu_inc(&stats, ISO_STAT_THROTTLE_SPLITS);
 		}
 	}
 	end_segment(st, tid, now, ISO_CAUSE_APP_ON_CPU);
@@ -267,7 +260,7 @@ static __always_inline void on_exit(struct task_struct *p)
 		__builtin_memcpy(&rec->t, st, sizeof(rec->t));
 		bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
 	} else {
-		stat_inc(ISO_STAT_RB_RESERVE_FAILED);
+		iso_percpu_inc(&stats, ISO_STAT_RB_RESERVE_FAILED);
 	}
 	bpf_map_delete_elem(&tasks, &tid);
 }

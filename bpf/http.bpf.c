@@ -64,13 +64,6 @@ struct sys_exit_args {
 	__s64 ret;
 };
 
-static __always_inline void http_stat_inc(__u32 idx)
-{
-	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
-	if (v)
-		*v += 1;
-}
-
 static __always_inline bool is_method(const char *b)
 {
 	/* GET POST PUT HEAD DELETE PATCH OPTIONS (first 4 bytes). */
@@ -225,7 +218,7 @@ static __always_inline int on_exit(__s64 ret)
 	} else if (n < 4 || !is_method(s->buf)) {
 		return 0;
 	}
-	http_stat_inc(ISO_STAT_HTTP_HEADS);
+	iso_percpu_inc(&stats, ISO_STAT_HTTP_HEADS);
 
 	/* Find "\ntraceparent:", "\ntracestate:" and the end of the head with
 	 * bpf_loop (v5.17+): its callback is verified once, where an unrolled
@@ -251,13 +244,13 @@ static __always_inline int on_exit(__s64 ret)
 			at++;
 		if (at + ISO_TP_VALUE_LEN > n) {
 			/* Split across reads: the next read is scanned anew. */
-			http_stat_inc(ISO_STAT_TRACEPARENT_BAD);
+			iso_percpu_inc(&stats, ISO_STAT_TRACEPARENT_BAD);
 			goto out;
 		}
 		v = &s->buf[at & (ISO_SCAN_BYTES - 1)];
 		rec = bpf_ringbuf_reserve(&events, sizeof(*rec), 0);
 		if (!rec) {
-			http_stat_inc(ISO_STAT_RB_RESERVE_FAILED);
+			iso_percpu_inc(&stats, ISO_STAT_RB_RESERVE_FAILED);
 			goto out;
 		}
 		{
@@ -293,7 +286,7 @@ static __always_inline int on_exit(__s64 ret)
 		}
 		if (bad) {
 			bpf_ringbuf_discard(rec, 0);
-			http_stat_inc(ISO_STAT_TRACEPARENT_BAD);
+			iso_percpu_inc(&stats, ISO_STAT_TRACEPARENT_BAD);
 			goto out;
 		}
 		{

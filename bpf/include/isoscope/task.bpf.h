@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Task helpers shared by the BPF programs. */
+/* Helpers shared by the BPF programs. */
 #ifndef ISOSCOPE_TASK_BPF_H
 #define ISOSCOPE_TASK_BPF_H
 
@@ -20,6 +20,15 @@ static __always_inline void iso_task_cgroup_ids(struct task_struct *t, __u64 *v2
 		if (css)
 			*v1_cpu = BPF_CORE_READ(css, cgroup, kn, id);
 	}
+}
+
+/* Adds one to slot `idx` of a per-CPU __u32 -> __u64 array (the `stats` map). */
+static __always_inline void iso_percpu_inc(void *map, __u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(map, &idx);
+
+	if (v)
+		*v += 1;
 }
 
 #endif /* ISOSCOPE_TASK_BPF_H */
