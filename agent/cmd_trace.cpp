@@ -17,6 +17,7 @@
 #include "exporters/json/trace_json.hpp"
 #include "exporters/table/trace_table.hpp"
 #include "live_source.hpp"
+#include "util/fs.hpp"
 
 namespace isoscope {
 namespace {
@@ -75,8 +76,7 @@ std::variant<Target, TargetError> ResolveTarget(std::int32_t pid, const std::str
     const bool alive = kill(pid, 0) == 0 || errno == EPERM;
     if (!alive && !replay) return TargetError{MakeError("no process with pid {}", pid)};
     if (alive) {
-      std::ifstream comm(fmt::format("/proc/{}/comm", pid));
-      std::getline(comm, t.info.comm);
+      t.info.comm = ReadFirstLine(fmt::format("/proc/{}/comm", pid));
       if (auto cg = identity::ReadProcCgroup(pid)) {
         auto v1 = cg->v1_paths.find("cpu");
         const bool v1_placed = v1 != cg->v1_paths.end() && v1->second != "/";
@@ -123,13 +123,6 @@ std::variant<Target, TargetError> ResolveTarget(std::int32_t pid, const std::str
   return t;
 }
 
-std::string ReadLine(const std::string& path) {
-  std::ifstream in(path);
-  std::string line;
-  std::getline(in, line);
-  return line;
-}
-
 // Threads of a process as the seed for the tasks map, with their cgroup ids.
 void AddProcessThreads(std::int32_t pid, const identity::CgroupMounts& m,
                        std::vector<ContainerProbes::SeedThread>& out) {
@@ -156,11 +149,11 @@ void AddProcessThreads(std::int32_t pid, const identity::CgroupMounts& m,
       continue;
     }
     t.tgid = static_cast<std::uint32_t>(pid);
-    const std::string stat = ReadLine(e.path().string() + "/stat");
+    const std::string stat = ReadFirstLine(e.path().string() + "/stat");
     const auto close_paren = stat.rfind(')');
     if (close_paren == std::string::npos || close_paren + 2 >= stat.size()) continue;
     t.state = stat[close_paren + 2];
-    t.comm = ReadLine(e.path().string() + "/comm");
+    t.comm = ReadFirstLine(e.path().string() + "/comm");
     t.cgroup_v2_id = v2;
     t.cgroup_v1_cpu_id = v1;
     out.push_back(std::move(t));

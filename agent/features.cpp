@@ -6,7 +6,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <string>
 
 #include <bpf/bpf.h>
@@ -17,6 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include "collectors/identity/cgroup_identity.hpp"
+#include "util/fs.hpp"
 
 namespace isoscope {
 namespace {
@@ -36,13 +36,6 @@ int TryLoadTracing(bpf_attach_type attach, int btf_id) {
   if (fd < 0) return -errno;
   close(fd);
   return 0;
-}
-
-std::string ReadFirstLine(const std::string& path) {
-  std::ifstream in(path);
-  std::string line;
-  std::getline(in, line);
-  return line;
 }
 
 }  // namespace

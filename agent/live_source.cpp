@@ -36,6 +36,15 @@ int LiveSource::OnRingRecord(void* ctx, void* data, std::size_t len) {
   return 0;
 }
 
+int LiveSource::Drain(source::RecordSink& sink) {
+  // Everything submitted before `mark` is in the ring now and is delivered by
+  // this consume (it reads until empty): that is the watermark.
+  const std::uint64_t mark = source::BootNs();
+  const int n = ring_buffer__consume(ring_);
+  if (n >= 0) sink.OnWatermark(mark);
+  return n;
+}
+
 void LiveSource::Snapshot(source::RecordSink& sink) {
   const int fd = probes_->tasks_fd();
   const std::uint64_t now = source::BootNs();
@@ -75,7 +84,7 @@ Result<bool> LiveSource::NextInterval(source::RecordSink& sink) {
   if (!baseline_sent_) {
     // Interval boundaries are snapshots; the first one is the baseline.
     baseline_sent_ = true;
-    ring_buffer__consume(ring_);
+    Drain(sink);
     Snapshot(sink);
   }
   const auto interval_end = std::chrono::steady_clock::now() + options_.interval;
@@ -88,16 +97,10 @@ Result<bool> LiveSource::NextInterval(source::RecordSink& sink) {
     if (now >= until) break;
     std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
         options_.consume_period, until - now));
-    // Everything submitted before `mark` is in the ring now and is drained by
-    // this consume (it reads until empty).
-    const std::uint64_t mark = source::BootNs();
-    int n = ring_buffer__consume(ring_);
+    int n = Drain(sink);
     if (n < 0 && n != -EINTR) return Error{fmt::format("ring buffer: {}", std::strerror(-n)), -n};
-    sink.OnWatermark(mark);
   }
-  const std::uint64_t mark = source::BootNs();
-  ring_buffer__consume(ring_);
-  sink.OnWatermark(mark);
+  Drain(sink);
   Snapshot(sink);
   current_sink_ = nullptr;
   const bool more = !stop_.load() && std::chrono::steady_clock::now() < source_end;

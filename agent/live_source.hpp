@@ -35,6 +35,8 @@ class LiveSource : public source::EventSource {
  private:
   LiveSource() = default;
   static int OnRingRecord(void* ctx, void* data, std::size_t len);
+  // Consumes the ring buffer into `sink`, then reports the watermark.
+  int Drain(source::RecordSink& sink);
   void Snapshot(source::RecordSink& sink);
 
   std::unique_ptr<ContainerProbes> probes_;
