@@ -642,3 +642,25 @@ def read_jsonl(path):
                 except ValueError:
                     pass
     return out
+
+
+def wait_agent_ready(proc, log_text, metrics_port, timeout=90):
+    """Waits until `isoscope agent` (started with --log-level info) has logged that it runs and
+    answers on /metrics; raises with its log (`log_text()`) when it exits or times out."""
+    import urllib.request  # pylint: disable=import-outside-toplevel
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"isoscope agent exited {proc.returncode}:\n{log_text()}")
+        if "agent running" in log_text():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                            timeout=5) as r:
+                    r.read()
+                return
+            except OSError:
+                pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"isoscope agent not ready in {timeout} s:\n{log_text()}")
+        time.sleep(0.2)

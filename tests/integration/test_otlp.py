@@ -177,19 +177,7 @@ class OtlpThroughAgent(unittest.TestCase):
             argv, stdout=subprocess.DEVNULL, stderr=cls.agent_log, stdin=subprocess.DEVNULL)
         h._live_processes.add(cls.agent)  # pylint: disable=protected-access
         cls.addClassCleanup(cls.stop_agent)
-        deadline = time.monotonic() + 90
-        while True:
-            if cls.agent.poll() is not None:
-                raise RuntimeError(f"isoscope agent exited {cls.agent.returncode}:\n{cls.log_text()}")
-            if "agent running" in cls.log_text():
-                try:
-                    scrape(cls.metrics_port)
-                    break
-                except OSError:
-                    pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"isoscope agent not ready in 90 s:\n{cls.log_text()}")
-            time.sleep(0.2)
+        h.wait_agent_ready(cls.agent, cls.log_text, cls.metrics_port)
         h.log(f"agent ready: OTLP on 127.0.0.1:{cls.otlp_port}, metrics on {cls.metrics_port}")
 
     @classmethod
