@@ -92,6 +92,8 @@ std::size_t RecordSize(std::uint16_t kind) {
       return sizeof(iso_rec_hdr);
     case ISO_REC_TRACEPARENT:
       return sizeof(iso_rec_traceparent);
+    case ISO_REC_NET:
+      return sizeof(iso_rec_net);
     default:
       return 0;
   }
@@ -121,6 +123,14 @@ std::string ValidateRecord(const void* data, std::size_t len) {
     if (rec.t.seg_cause >= ISO_THREAD_CAUSES) {
       return fmt::format("thread record with segment cause {}", rec.t.seg_cause);
     }
+  } else if (hdr.kind == ISO_REC_NET) {
+    iso_rec_net rec;
+    std::memcpy(&rec, data, sizeof(rec));
+    if (rec.event == ISO_NET_EV_NONE || rec.event >= ISO_NET_EV_MAX) {
+      return fmt::format("network record with event {}", rec.event);
+    }
+    if (rec.mech >= ISO_NET_MECHANISM_MAX) return fmt::format("network record with mechanism {}", rec.mech);
+    if (rec.start_ns > rec.hdr.ts_ns) return "network record ending before it starts";
   }
   return {};
 }

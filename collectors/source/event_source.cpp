@@ -24,6 +24,10 @@ std::string_view RecordKindName(std::uint16_t kind) {
       return "delay";
     case ISO_REC_SNAPSHOT:
       return "snapshot";
+    case ISO_REC_TRACEPARENT:
+      return "traceparent";
+    case ISO_REC_NET:
+      return "net";
     default:
       return "other";
   }

@@ -104,3 +104,52 @@ inline Bytes Traceparent(std::uint32_t tgid, std::uint32_t tid, std::uint64_t ts
 }
 
 }  // namespace isoscope::testing
+
+namespace isoscope::testing {
+
+// A network record as bpf/net.bpf.c emits it. IPv4 addresses are given as
+// 0xaabbccdd for a.b.c.d and stored as on the wire; ports in host order.
+struct NetBuilder {
+  iso_rec_net rec{};
+  NetBuilder(std::uint8_t event, std::uint8_t mech, std::uint64_t start_ns, std::uint64_t end_ns) {
+    rec.hdr = Header(ISO_REC_NET, sizeof(rec), end_ns);
+    rec.start_ns = start_ns;
+    rec.event = event;
+    rec.mech = mech;
+  }
+  NetBuilder& Flow(std::uint32_t saddr, std::uint16_t sport, std::uint32_t daddr,
+                   std::uint16_t dport) {
+    rec.family = 2;
+    const std::uint8_t s[4] = {static_cast<std::uint8_t>(saddr >> 24),
+                               static_cast<std::uint8_t>(saddr >> 16),
+                               static_cast<std::uint8_t>(saddr >> 8),
+                               static_cast<std::uint8_t>(saddr)};
+    const std::uint8_t d[4] = {static_cast<std::uint8_t>(daddr >> 24),
+                               static_cast<std::uint8_t>(daddr >> 16),
+                               static_cast<std::uint8_t>(daddr >> 8),
+                               static_cast<std::uint8_t>(daddr)};
+    std::memcpy(rec.saddr, s, 4);
+    std::memcpy(rec.daddr, d, 4);
+    rec.sport = sport;
+    rec.dport = dport;
+    return *this;
+  }
+  NetBuilder& Device(std::uint32_t ifindex, const char* kind, const char* name,
+                     bool host_netns) {
+    rec.ifindex = ifindex;
+    std::strncpy(rec.dev_kind, kind, sizeof(rec.dev_kind));
+    std::strncpy(rec.dev_name, name, sizeof(rec.dev_name) - 1);
+    if (host_netns) rec.flags |= ISO_NET_F_HOST_NETNS;
+    return *this;
+  }
+  NetBuilder& Socket(std::uint64_t sock, std::uint32_t tgid, std::uint32_t tid, bool host_netns) {
+    rec.sock = sock;
+    rec.hdr.tgid = tgid;
+    rec.hdr.tid = tid;
+    rec.flags |= ISO_NET_F_SOCK | ISO_NET_F_TASK | (host_netns ? ISO_NET_F_HOST_NETNS : 0);
+    return *this;
+  }
+  Bytes Build() const { return ToBytes(rec); }
+};
+
+}  // namespace isoscope::testing

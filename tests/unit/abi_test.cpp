@@ -27,6 +27,17 @@ TEST(AbiLayout, PayloadsAreEightByteMultiplesWithoutImplicitPadding) {
   EXPECT_EQ(offsetof(iso_rec_delay, start_ns), sizeof(iso_rec_hdr));
   EXPECT_EQ(sizeof(iso_rec_delay) % 8, 0u);
   EXPECT_EQ(sizeof(iso_file_hdr), 128u);
+  // Network records (ABI 3).
+  EXPECT_EQ(offsetof(iso_rec_net, start_ns), 40u);
+  EXPECT_EQ(offsetof(iso_rec_net, sock), 48u);
+  EXPECT_EQ(offsetof(iso_rec_net, saddr), 56u);
+  EXPECT_EQ(offsetof(iso_rec_net, sport), 88u);
+  EXPECT_EQ(offsetof(iso_rec_net, event), 94u);
+  EXPECT_EQ(offsetof(iso_rec_net, ifindex), 96u);
+  EXPECT_EQ(offsetof(iso_rec_net, reason), 108u);
+  EXPECT_EQ(offsetof(iso_rec_net, dev_kind), 112u);
+  EXPECT_EQ(offsetof(iso_rec_net, dev_name), 120u);
+  EXPECT_EQ(sizeof(iso_rec_net), 136u);
 }
 
 TEST(Taxonomy, EveryCauseHasAUniqueNameThatRoundTrips) {
@@ -78,7 +89,7 @@ TEST(Validate, RejectsTruncatedWrongVersionUnknownKindAndBadCause) {
   EXPECT_NE(ValidateRecord(wrong_version.data(), wrong_version.size()).find("ABI version"),
             std::string::npos);
 
-  auto unknown = testing::ToBytes(testing::Header(ISO_REC_NET, 48, 1));
+  auto unknown = testing::ToBytes(testing::Header(ISO_REC_KVM, 48, 1));
   unknown.resize(48);
   EXPECT_NE(ValidateRecord(unknown.data(), unknown.size()).find("unknown record kind"),
             std::string::npos);

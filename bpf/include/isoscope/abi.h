@@ -22,7 +22,7 @@
 #include <linux/types.h>
 #endif
 
-#define ISO_ABI_VERSION 2u /* 2: ISO_REC_TRACEPARENT layout */
+#define ISO_ABI_VERSION 3u /* 2: ISO_REC_TRACEPARENT layout; 3: ISO_REC_NET, outbound traceparent */
 
 /* Record kinds. */
 enum iso_rec_kind {
@@ -139,6 +139,10 @@ struct iso_rec_delay {
  * hdr.ts_ns the end of that read. */
 #define ISO_TP_F_TRACESTATE (1u << 0) /* a tracestate header was present */
 #define ISO_TP_F_LATER_READ (1u << 1) /* found in a later read of the same request head */
+/* Seen on a write (an outbound request this thread sent): parent_span_id is
+ * then the sender's own span id (its CLIENT/PRODUCER span), the addresses
+ * the sending socket's. */
+#define ISO_TP_F_OUTBOUND (1u << 2)
 struct iso_rec_traceparent {
 	struct iso_rec_hdr hdr;
 	__u8 trace_id[16];
@@ -155,6 +159,60 @@ struct iso_rec_traceparent {
 	__u32 read_index; /* 0: the request's first read */
 };
 
+/*
+ * Network evidence (docs/network.md): an interval [start_ns, hdr.ts_ns) that a
+ * packet or a socket's data spent in one stage on this node. The slice is
+ * chosen in user space (collectors/network) from the device and netns fields;
+ * the mechanism is fixed by the event.
+ */
+enum iso_net_event {
+	ISO_NET_EV_NONE = 0,
+	/* skb: dev_queue_xmit (net_dev_queue) -> driver (net_dev_start_xmit) on
+	 * one device: qdisc backlog. mech queue. */
+	ISO_NET_EV_QDISC = 1,
+	/* skb: start_xmit on a veth -> netif_receive_skb on its peer: the wait
+	 * for the receiving CPU's softirq (backlog/NAPI). mech scheduling. */
+	ISO_NET_EV_BACKLOG = 2,
+	/* socket: first unread data arrived (tcp_probe) -> the application's read
+	 * that took it. mech queue. */
+	ISO_NET_EV_RCVQ = 3,
+	/* socket: a retransmission; [start_ns, ts) is the wait that preceded it
+	 * (the RTO for a timeout, about one RTT for a fast retransmit). mech
+	 * protocol; reason = ISO_NET_RETRANS_*. */
+	ISO_NET_EV_RETRANS = 4,
+	/* skb freed with a drop reason (skb:kfree_skb); start_ns == ts. mech
+	 * protocol; reason = the kernel's enum skb_drop_reason value. */
+	ISO_NET_EV_DROP = 5,
+	ISO_NET_EV_MAX = 6,
+};
+
+#define ISO_NET_RETRANS_TIMEOUT 1u /* the retransmission timer fired (RTO, TLP) */
+#define ISO_NET_RETRANS_FAST 2u    /* fast retransmit / recovery */
+
+#define ISO_NET_F_HOST_NETNS (1u << 0) /* device or socket in the agent's (host) netns */
+#define ISO_NET_F_SOCK (1u << 1)       /* addresses are the socket's: saddr local, daddr peer */
+#define ISO_NET_F_TASK (1u << 2)       /* hdr.tgid/tid/cgroup are the owning task (process context) */
+
+struct iso_rec_net {
+	struct iso_rec_hdr hdr;
+	__u64 start_ns;
+	__u64 sock;      /* opaque socket key (struct sock address), 0 if the skb has none */
+	__u8 saddr[16];  /* packet source, or the socket's local address (ISO_NET_F_SOCK) */
+	__u8 daddr[16];  /* packet destination, or the socket's peer */
+	__u16 sport;     /* host order */
+	__u16 dport;
+	__u16 family;    /* AF_INET (2) or AF_INET6 (10); 0 when not IP */
+	__u8 event;      /* enum iso_net_event */
+	__u8 mech;       /* enum iso_net_mechanism */
+	__u32 ifindex;   /* device (skb events), 0 for socket events */
+	__u32 netns_ino; /* netns of the device or the socket */
+	__u32 bytes;     /* skb->len, or bytes read for ISO_NET_EV_RCVQ */
+	__u16 reason;    /* ISO_NET_RETRANS_* or the drop reason */
+	__u16 flags;     /* ISO_NET_F_* */
+	char dev_kind[8];  /* rtnl_link_ops->kind ("veth", "bridge"); "" for a driver device */
+	char dev_name[16]; /* device name in its netns; "" for socket events */
+};
+
 /* Self counters (BPF per-CPU array `stats`, index = enum iso_stat). */
 enum iso_stat {
 	ISO_STAT_RB_RESERVE_FAILED = 0, /* ring buffer full: record lost */
@@ -164,7 +222,9 @@ enum iso_stat {
 	ISO_STAT_HTTP_HEADS = 4,        /* socket reads that started or continued an HTTP request head */
 	ISO_STAT_TRACEPARENT_BAD = 5,   /* traceparent headers that failed to parse */
 	ISO_STAT_HTTP_PENDING_FULL = 6, /* unused: reads need no per-read state */
-	ISO_STAT_MAX = 8,
+	ISO_STAT_NET_SKB_FULL = 7,      /* skb timing map full: a packet's stage not timed */
+	ISO_STAT_NET_SOCK_FULL = 8,     /* socket map full: a receive-queue wait not timed */
+	ISO_STAT_MAX = 16,
 };
 
 /* Replay file header (docs/abi.md, "Recording format"). 128 bytes. */

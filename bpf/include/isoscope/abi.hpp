@@ -21,6 +21,7 @@ static_assert(sizeof(iso_thread_totals) == 120, "iso_thread_totals is part of th
 static_assert(sizeof(iso_rec_thread_totals) == 160, "iso_rec_thread_totals is part of the ABI");
 static_assert(sizeof(iso_rec_delay) == 56, "iso_rec_delay is part of the ABI");
 static_assert(sizeof(iso_rec_traceparent) == 120, "iso_rec_traceparent is part of the ABI");
+static_assert(sizeof(iso_rec_net) == 136, "iso_rec_net is part of the ABI");
 static_assert(sizeof(iso_file_hdr) == 128, "iso_file_hdr is part of the ABI");
 static_assert(sizeof(iso_rec_thread_totals) % 8 == 0 && sizeof(iso_rec_delay) % 8 == 0);
 
