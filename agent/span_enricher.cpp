@@ -45,7 +45,7 @@ void SetAttribute(google::protobuf::RepeatedPtrField<common::KeyValue>& attrs,
 }  // namespace
 
 void EnrichSpans(otlp::TraceRequest& request, const correlator::EvidenceStore& store,
-                 EnrichStats& stats) {
+                 EnrichStats& stats, const SpanObserver& observer) {
   const correlator::ClockMap clock = correlator::ClockMap::Now();
   // Spans often arrive within milliseconds of their end, before the ring
   // buffer holding their last evidence (the binding, the final delays) has
@@ -103,6 +103,17 @@ void EnrichSpans(otlp::TraceRequest& request, const correlator::EvidenceStore& s
           SetAttribute(*span.mutable_attributes(), a);
         }
         if (r.tgid != 0) bound_pid = r.tgid;
+        if (observer) {
+          SpanOutcome o;
+          o.trace_id = q.trace_id;
+          o.span_id = q.span_id;
+          o.start_boot_ns = q.start_boot_ns;
+          o.end_boot_ns = q.end_boot_ns;
+          o.duration_s = r.breakdown.interval_s;
+          o.resource_pid = pid.value_or(0);
+          o.result = r;
+          observer(o);
+        }
       }
     }
     // Semantic-convention identity on the resource when the kernel told us.

@@ -4,9 +4,11 @@
 // (docs/otlp-correlation.md). Other spans pass through untouched.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 
 #include "correlator/span_join.hpp"
 #include "exporters/otlp/otlp_codec.hpp"
@@ -27,7 +29,22 @@ struct EnrichStats {
 // 100 ms).
 inline constexpr std::chrono::milliseconds kEvidenceWait{500};
 
+// What the enricher concluded for one SERVER/CONSUMER span: for metrics and
+// `isoscope trace` rows. `result.cgroup_*` name the workload when bound.
+struct SpanOutcome {
+  correlator::TraceId trace_id{};
+  correlator::SpanId span_id{};
+  std::uint64_t start_boot_ns = 0;
+  std::uint64_t end_boot_ns = 0;
+  double duration_s = 0;
+  std::uint32_t resource_pid = 0;  // process.pid of the span's resource, 0 if absent
+  correlator::SpanResult result;
+};
+using SpanObserver = std::function<void(const SpanOutcome&)>;
+
+// Joins and annotates every SERVER/CONSUMER span in `request`; `observer`, when
+// set, is called once per such span after its attributes are written.
 void EnrichSpans(otlp::TraceRequest& request, const correlator::EvidenceStore& store,
-                 EnrichStats& stats);
+                 EnrichStats& stats, const SpanObserver& observer = {});
 
 }  // namespace isoscope

@@ -49,7 +49,8 @@ void EvidenceStore::AddBinding(const iso_rec_traceparent& rec) {
   std::memcpy(parent.data(), rec.parent_span_id, parent.size());
   std::lock_guard<std::mutex> lock(mu_);
   std::string key = BindingKey(trace, parent);
-  bindings_[key] = {rec.hdr.tgid, rec.hdr.tid, rec.hdr.ts_ns};
+  bindings_[key] = {rec.hdr.tgid, rec.hdr.tid, rec.hdr.ts_ns, rec.hdr.cgroup_v2_id,
+                    rec.hdr.cgroup_v1_cpu_id};
   binding_order_.emplace_back(rec.hdr.ts_ns, std::move(key));
   ++stats_.bindings;
   while (binding_order_.size() > limits_.max_bindings) {
@@ -124,6 +125,8 @@ SpanResult EvidenceStore::Join(const SpanQuery& span) const {
     r.binding = Binding::kThread;
     r.tgid = bound->second.tgid;
     r.tids = {bound->second.tid};
+    r.cgroup_v2_id = bound->second.cgroup_v2_id;
+    r.cgroup_v1_cpu_id = bound->second.cgroup_v1_cpu_id;
     AddThreadWindow(bound->second.tid, span.start_boot_ns, span.end_boot_ns, r.breakdown);
     r.breakdown.threads = 1;
     r.verdict = ComputeVerdict(r.breakdown);

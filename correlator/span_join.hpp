@@ -44,6 +44,9 @@ struct SpanQuery {
 struct SpanResult {
   Binding binding = Binding::kNone;
   std::uint32_t tgid = 0;
+  // Cgroups of the bound thread when it read (or sent) the request; 0 when unknown.
+  std::uint64_t cgroup_v2_id = 0;
+  std::uint64_t cgroup_v1_cpu_id = 0;
   std::vector<std::uint32_t> tids;  // threads whose evidence was used
   Breakdown breakdown;
   Verdict verdict;
@@ -92,6 +95,8 @@ class EvidenceStore {
     std::uint32_t tgid;
     std::uint32_t tid;
     std::uint64_t ts_ns;
+    std::uint64_t cgroup_v2_id;
+    std::uint64_t cgroup_v1_cpu_id;
   };
   // Seconds per cause of one thread over [start, end): streamed segments,
   // the rest counted as app.on_cpu (short delays below the stream threshold
