@@ -4,7 +4,7 @@ set -euo pipefail
 PKGS=(
   g++ make cmake pkg-config clang llvm bpftool libbpf-dev libelf-dev zlib1g-dev
   libfmt-dev libspdlog-dev nlohmann-json3-dev libcli11-dev prometheus-cpp-dev
-  libgtest-dev libgmock-dev python3 prometheus stress-ng bpftrace
+  libgtest-dev libgmock-dev python3 prometheus stress-ng bpftrace wrk iperf3
   qemu-system-x86 cpio busybox-static
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
 )
