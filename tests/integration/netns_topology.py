@@ -229,15 +229,21 @@ class Topology:
             return []
 
     # ---- tc BPF dropper ----------------------------------------------------------------------
-    def attach_dropper(self, dev, obj, pct, sport=0, dport=0):
-        """Loads tests/network/drop.bpf.o on `dev`'s clsact egress (direct action) and sets its
-        configuration map: drop `pct` percent of the TCP packets with payload (SYN/FIN/RST never)
-        whose source port is `sport` / destination port is `dport` (0: any)."""
+    def attach_dropper(self, dev, obj, pct, sport=0, dport=0, direction="egress"):
+        """Loads tests/network/drop.bpf.o on `dev`'s clsact egress (or ingress; direct action)
+        and sets its configuration map: drop `pct` percent of the TCP packets with payload
+        (SYN/FIN/RST never) whose source port is `sport` / destination port is `dport` (0: any).
+
+        Where the drop happens matters: on the egress of a device in the *sender's* own netns
+        (e.g. the server pod's eth0 for the server's packets) the sending TCP socket sees the
+        drop (the xmit returns NET_XMIT_DROP, the segment stays unsent and goes out later as new
+        data: no retransmission). A drop after the veth crossing (the veth's host end, the
+        bridge, the receiver's veth) is a real loss that TCP repairs by retransmitting."""
         ns, name = self._where(dev)
         run([TC, "qdisc", "replace", "dev", name, "clsact"], ns=ns)
-        run([TC, "filter", "add", "dev", name, "egress", "bpf", "da", "obj", obj, "sec", "tc"],
+        run([TC, "filter", "add", "dev", name, direction, "bpf", "da", "obj", obj, "sec", "tc"],
             ns=ns)
-        prog_id = self._filter_prog_id(ns, name)
+        prog_id = self._filter_prog_id(ns, name, direction)
         info = json.loads(run([BPFTOOL, "-j", "prog", "show", "id", prog_id]).stdout)
         cfg_map = None
         for map_id in info.get("map_ids", []):
@@ -251,12 +257,12 @@ class Topology:
             value += [str(b) for b in int(v).to_bytes(4, "little")]
         run([BPFTOOL, "map", "update", "id", cfg_map, "key", "0", "0", "0", "0", "value"] + value)
         self._dropper = (prog_id, info)
-        log(f"dropper prog {prog_id} on {name}" + (f" in {ns}" if ns else "")
+        log(f"dropper prog {prog_id} on {name} {direction}" + (f" in {ns}" if ns else "")
             + f": {pct}% of TCP payload packets, sport={sport} dport={dport}")
         return prog_id
 
-    def _filter_prog_id(self, ns, name):
-        out = run([TC, "filter", "show", "dev", name, "egress"], ns=ns).stdout
+    def _filter_prog_id(self, ns, name, direction="egress"):
+        out = run([TC, "filter", "show", "dev", name, direction], ns=ns).stdout
         m = re.search(r"\bid (\d+)", out)
         if not m:
             raise RuntimeError(f"no BPF filter on {name} egress: {out}")
