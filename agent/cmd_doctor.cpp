@@ -1,6 +1,16 @@
 // isoscope doctor: what works on this kernel, and why not where it does not.
+#include <dirent.h>
+#include <unistd.h>
+
 #include <cstdio>
+#include <fstream>
 #include <iostream>
+#include <map>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
 
 #include <bpf/btf.h>
 #include <nlohmann/json.hpp>
@@ -37,6 +47,84 @@ bool KernelHasField(const char* type, const char* field) {
   }
   btf__free(vmlinux);
   return found;
+}
+
+std::string ReadLine(const std::string& path) {
+  std::ifstream f(path);
+  std::string line;
+  std::getline(f, line);
+  return line;
+}
+
+std::string RunCapture(const char* cmd) {
+  std::string out;
+  if (FILE* p = popen(cmd, "r")) {
+    char buf[4096];
+    std::size_t n;
+    while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+    pclose(p);
+  }
+  return out;
+}
+
+// The devices of the agent's (host) netns, with what the network slices see of them:
+// kind from `ip -d -j link` (rtnl_link_ops kind: veth, bridge...), else from sysfs
+// (bridge/ directory, device/driver link, e.g. virtio_net).
+nlohmann::json HostDevices() {
+  std::map<std::string, std::string> ip_kinds;
+  const nlohmann::json links =
+      nlohmann::json::parse(RunCapture("ip -d -j link show 2>/dev/null"), nullptr, false);
+  if (links.is_array()) {
+    for (const auto& l : links) {
+      if (l.contains("ifname") && l.contains("linkinfo") && l["linkinfo"].contains("info_kind")) {
+        ip_kinds[l["ifname"].get<std::string>()] = l["linkinfo"]["info_kind"].get<std::string>();
+      }
+    }
+  }
+  nlohmann::json out = nlohmann::json::array();
+  DIR* d = opendir("/sys/class/net");
+  if (!d) return out;
+  std::vector<std::string> names;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] != '.') names.emplace_back(e->d_name);
+  }
+  closedir(d);
+  std::sort(names.begin(), names.end());
+  for (const auto& name : names) {
+    const std::string base = "/sys/class/net/" + name;
+    std::string kind;
+    std::string driver;
+    if (auto it = ip_kinds.find(name); it != ip_kinds.end()) kind = it->second;
+    char link[512];
+    const ssize_t n = readlink((base + "/device/driver").c_str(), link, sizeof(link) - 1);
+    if (n > 0) {
+      link[n] = 0;
+      const char* slash = std::strrchr(link, '/');
+      driver = slash ? slash + 1 : link;
+    }
+    if (kind.empty() && access((base + "/bridge").c_str(), F_OK) == 0) kind = "bridge";
+    std::string ifindex = ReadLine(base + "/ifindex");
+    out.push_back({{"name", name},
+                   {"ifindex", ifindex.empty() ? 0 : std::stoi(ifindex)},
+                   {"kind", kind},
+                   {"driver", driver},
+                   {"qdisc_slice", kind == "veth" ? "pod" : "node"}});
+  }
+  return out;
+}
+
+// tc clsact (sch_ingress) and cls_bpf, from the kernel config when it is readable.
+nlohmann::json TcStatus() {
+  const std::string cfg =
+      RunCapture("(zcat /proc/config.gz 2>/dev/null || cat /boot/config-$(uname -r) 2>/dev/null) | "
+                 "grep -E '^CONFIG_NET_SCH_INGRESS=|^CONFIG_NET_CLS_BPF='");
+  if (cfg.empty()) return {{"clsact", nullptr}, {"reason", "kernel config not readable"}};
+  const bool ingress = cfg.find("CONFIG_NET_SCH_INGRESS=") != std::string::npos;
+  const bool cls_bpf = cfg.find("CONFIG_NET_CLS_BPF=") != std::string::npos;
+  std::string reason;
+  if (!ingress) reason = "CONFIG_NET_SCH_INGRESS not set (no clsact qdisc)";
+  else if (!cls_bpf) reason = "CONFIG_NET_CLS_BPF not set";
+  return {{"clsact", ingress && cls_bpf}, {"reason", reason}};
 }
 
 }  // namespace
@@ -116,7 +204,49 @@ int RunDoctor(const DoctorOptions& o) {
   c.causes.push_back(CauseStatus(ISO_CAUSE_CONTAINER_MEMORY_RECLAIM, reclaim,
                                  reclaim ? "" : "vmscan reclaim tracepoints not attached"));
   layers.push_back(c);
-  for (const char* later : {"hypervisor", "paravirt", "sandbox", "network"}) {
+  {
+    // Network slices: optional, never needed for the agent to start.
+    LayerStatus n;
+    n.layer = "network";
+    int on = 0;
+    std::vector<std::string> off;
+    for (const auto& s : states) {
+      if (s.spec->area != "network") continue;
+      if (attached(s.spec->group)) {
+        if (s.attached) ++on;
+      } else if (s.spec->kind == ProgKind::kTpBtf) {
+        off.push_back(s.spec->group + ": " + s.reason);
+      }
+    }
+    n.available = on > 0;
+    for (std::size_t i = 0; i < off.size(); ++i) n.reason += (i ? "; " : "") + off[i];
+    if (!probes) n.reason = probes.error().message;
+    const bool qdisc = attached("net_dev_queue") && attached("net_dev_start_xmit");
+    const bool backlog = qdisc && attached("netif_receive_skb");
+    const bool rcvq = attached("tcp_probe") && (attached("sys_exit_read") || attached("sys_exit_recvfrom"));
+    auto cause = [](const char* name, bool ok, const char* needs) {
+      return nlohmann::json{{"cause", name}, {"available", ok}, {"reason", ok ? "" : needs}};
+    };
+    n.causes.push_back(cause("network.*.queue (qdisc)", qdisc, "needs net_dev_queue + net_dev_start_xmit"));
+    n.causes.push_back(cause("network.*.scheduling (veth backlog)", backlog, "needs the qdisc pair + netif_receive_skb"));
+    n.causes.push_back(cause("network.*.queue (receive queue)", rcvq, "needs tcp_probe + a socket read exit"));
+    n.causes.push_back(cause("network.*.protocol (retransmit)", attached("tcp_retransmit_skb"), "needs tcp_retransmit_skb"));
+    n.causes.push_back(cause("network.*.protocol (drops)", attached("kfree_skb"), "needs kfree_skb with a drop reason (v5.17+)"));
+    layers.push_back(n);
+  }
+  out["network"] = {{"host_netns_ino", SelfNetnsInode()},
+                    {"devices", HostDevices()},
+                    {"tc", TcStatus()},
+                    {"programs", nlohmann::json::array()}};
+  for (const auto& s : states) {
+    if (s.spec->area != "network" && s.spec->name.find("write") == std::string::npos &&
+        s.spec->name.find("send") == std::string::npos) {
+      continue;
+    }
+    out["network"]["programs"].push_back(
+        {{"name", s.spec->name}, {"loaded", s.attached}, {"reason", s.attached ? "" : s.reason}});
+  }
+  for (const char* later : {"hypervisor", "paravirt", "sandbox"}) {
     layers.push_back({later, false, "not built yet in this version (planned)"});
   }
   out["layers"] = nlohmann::json::array();
@@ -142,6 +272,24 @@ int RunDoctor(const DoctorOptions& o) {
                   p["kind"].get<std::string>().c_str(), p["available"].get<bool>() ? "on" : "off",
                   p["optional"].get<bool>() ? "(optional) " : "", p["reason"].get<std::string>().c_str());
     }
+    const auto& net = out["network"];
+    std::cout << "\nnetwork (host netns " << net["host_netns_ino"].get<std::uint32_t>() << ")\n";
+    for (const auto& p : net["programs"]) {
+      std::printf("  %-30s %-4s %s\n", p["name"].get<std::string>().c_str(),
+                  p["loaded"].get<bool>() ? "on" : "off", p["reason"].get<std::string>().c_str());
+    }
+    std::cout << "  devices\n";
+    for (const auto& d : net["devices"]) {
+      std::printf("    %-16s ifindex %-5d kind %-8s driver %-12s slice %s\n",
+                  d["name"].get<std::string>().c_str(), d["ifindex"].get<int>(),
+                  d["kind"].get<std::string>().empty() ? "-" : d["kind"].get<std::string>().c_str(),
+                  d["driver"].get<std::string>().empty() ? "-" : d["driver"].get<std::string>().c_str(),
+                  d["qdisc_slice"].get<std::string>().c_str());
+    }
+    const auto& tc = net["tc"];
+    std::printf("  tc clsact + cls_bpf: %s %s\n",
+                tc["clsact"].is_null() ? "unknown" : (tc["clsact"].get<bool>() ? "yes" : "no"),
+                tc["reason"].get<std::string>().c_str());
     std::cout << "\nlayers\n";
     for (const auto& l : out["layers"]) {
       std::printf("  %-11s %-4s %s\n", l["layer"].get<std::string>().c_str(),

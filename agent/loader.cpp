@@ -1,12 +1,17 @@
 #include "loader.hpp"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <set>
 
+#include <algorithm>
+#include <cctype>
+
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -41,6 +46,11 @@ Result<isoscope_bpf*> TryLoad(const LoadOptions& o, std::vector<ProgramState>& p
     if (p.reason.empty() && p.spec->group == "unthrottle") unthrottle = true;
   }
   skel->rodata->have_unthrottle_probe = unthrottle;
+  bool network = false;
+  for (const auto& p : programs) network |= p.reason.empty() && p.spec->area == "network";
+  skel->rodata->net_enabled = o.network && network;
+  skel->rodata->net_min_ns = o.stream_min_ns;
+  skel->rodata->host_netns_ino = o.host_netns_ino ? o.host_netns_ino : SelfNetnsInode();
   skel->rodata->max_head_reads = o.max_head_reads;
   bpf_map__set_max_entries(skel->maps.tasks, o.max_threads);
   bpf_map__set_max_entries(skel->maps.events, o.ringbuf_bytes);
@@ -85,6 +95,10 @@ Result<std::unique_ptr<ContainerProbes>> ContainerProbes::Open(const LoadOptions
     if (options.no_optional && d.spec->optional && reason.empty()) {
       reason = "switched off by --no-optional-probes";
     }
+    if (!options.network && d.spec->area == "network") {
+      programs.push_back({d.spec, false, "network probes switched off"});
+      continue;
+    }
     if (options.no_tp_btf && d.spec->kind == ProgKind::kTpBtf) {
       reason = "switched off by --no-tp-btf";
     } else if (options.no_tp_btf && d.spec->kind == ProgKind::kRawTp && !d.enabled &&
@@ -108,6 +122,7 @@ Result<std::unique_ptr<ContainerProbes>> ContainerProbes::Open(const LoadOptions
     }
     auto probes = std::unique_ptr<ContainerProbes>(new ContainerProbes());
     probes->skel_ = skel;
+    probes->drop_reason_names_ = KernelDropReasonNames();
     probes->programs_ = std::move(states);
     for (const auto& p : probes->programs_) {
       if (!p.attached) spdlog::debug("probe {} off: {}", p.spec->name, p.reason);
@@ -242,6 +257,60 @@ std::vector<ProgramRunStats> ContainerProbes::ReadRunStats() const {
     out.push_back(s);
   }
   return out;
+}
+
+std::vector<DropReasonCount> ContainerProbes::ReadDropReasons() const {
+  std::vector<DropReasonCount> out;
+  const int ncpu = libbpf_num_possible_cpus();
+  if (ncpu <= 0) return out;
+  const int fd = bpf_map__fd(skel_->maps.drop_reasons);
+  const std::uint32_t slots = bpf_map__max_entries(skel_->maps.drop_reasons);
+  std::vector<std::uint64_t> per_cpu(static_cast<std::size_t>(ncpu));
+  for (std::uint32_t i = 0; i < slots; ++i) {
+    if (bpf_map_lookup_elem(fd, &i, per_cpu.data()) != 0) continue;
+    std::uint64_t sum = 0;
+    for (auto v : per_cpu) sum += v;
+    if (sum == 0) continue;
+    std::string name = i < drop_reason_names_.size() && !drop_reason_names_[i].empty()
+                           ? drop_reason_names_[i]
+                           : fmt::format("reason_{}", i);
+    out.push_back({i, std::move(name), sum});
+  }
+  return out;
+}
+
+std::vector<std::string> KernelDropReasonNames() {
+  std::vector<std::string> names;
+  btf* vmlinux = btf__load_vmlinux_btf();
+  if (!vmlinux) return names;
+  const int id = btf__find_by_name_kind(vmlinux, "skb_drop_reason", BTF_KIND_ENUM);
+  if (id > 0) {
+    const btf_type* t = btf__type_by_id(vmlinux, id);
+    const struct btf_enum* e = btf_enum(t);
+    for (int i = 0; i < btf_vlen(t); ++i, ++e) {
+      if (e->val < 0 || e->val > 4096) continue;
+      std::string name = btf__name_by_offset(vmlinux, e->name_off);
+      for (std::string_view prefix : {"SKB_DROP_REASON_", "SKB_"}) {
+        if (name.rfind(prefix, 0) == 0) {
+          name.erase(0, prefix.size());
+          break;
+        }
+      }
+      std::transform(name.begin(), name.end(), name.begin(),
+                     [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+      const auto v = static_cast<std::size_t>(e->val);
+      if (names.size() <= v) names.resize(v + 1);
+      names[v] = std::move(name);
+    }
+  }
+  btf__free(vmlinux);
+  return names;
+}
+
+std::uint32_t SelfNetnsInode() {
+  struct stat st {};
+  if (stat("/proc/self/ns/net", &st) != 0) return 0;
+  return static_cast<std::uint32_t>(st.st_ino);
 }
 
 }  // namespace isoscope

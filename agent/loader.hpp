@@ -26,6 +26,19 @@ struct LoadOptions {
   bool no_optional = false;                // switch every optional program off
   bool no_tp_btf = false;                  // use the raw_tp alternatives (fallback path)
   std::uint32_t max_head_reads = 4;        // reads of one HTTP request head scanned for traceparent
+  // Network slices (bpf/net.bpf.c, docs/network.md). The intervals' threshold
+  // (rodata net_min_ns) is stream_min_ns. The host netns (rodata
+  // host_netns_ino) is the inode of /proc/self/ns/net unless given here.
+  bool network = true;                     // false: network programs off, rodata net_enabled = 0
+  std::uint32_t host_netns_ino = 0;        // 0: stat /proc/self/ns/net
+};
+
+// Cumulative drops of one kernel drop reason (enum skb_drop_reason), summed over CPUs.
+struct DropReasonCount {
+  std::uint32_t reason = 0;  // the kernel's enum value (255: this value or above)
+  std::string name;          // "no_socket", "tcp_csum"... (prefix SKB_DROP_REASON_ stripped,
+                             // lower case); "reason_<n>" when the kernel BTF does not name it
+  std::uint64_t count = 0;
 };
 
 struct ProgramState {
@@ -71,11 +84,23 @@ class ContainerProbes {
   // Per attached program: cumulative run time and count (non-zero only while
   // kernel.bpf_stats_enabled=1).
   std::vector<ProgramRunStats> ReadRunStats() const;
+  // Drops counted by the kfree_skb program, one entry per reason seen (count > 0),
+  // in reason order. Empty when the network programs are off.
+  std::vector<DropReasonCount> ReadDropReasons() const;
 
  private:
   ContainerProbes() = default;
   isoscope_bpf* skel_ = nullptr;
   std::vector<ProgramState> programs_;
+  std::vector<std::string> drop_reason_names_;  // index: enum skb_drop_reason value
 };
+
+// Names of the kernel's enum skb_drop_reason values from its BTF, indexed by value
+// (SKB_DROP_REASON_ stripped, lower case; SKB_CONSUMED -> "consumed"); empty when the
+// kernel has no such enum or no BTF.
+std::vector<std::string> KernelDropReasonNames();
+
+// The inode of this process's network namespace (/proc/self/ns/net), 0 if unknown.
+std::uint32_t SelfNetnsInode();
 
 }  // namespace isoscope

@@ -73,6 +73,23 @@ const std::vector<ProgramSpec>& ContainerPrograms() {
     };
     sys("iso_read_exit", "sys_exit_read", "traceparent capture: scan read() request heads");
     sys("iso_recvfrom_exit", "sys_exit_recvfrom", "traceparent capture: scan recvfrom() request heads");
+    sys("iso_write_exit", "sys_exit_write", "outbound traceparent: scan write() request heads");
+    sys("iso_writev_exit", "sys_exit_writev", "outbound traceparent: scan writev() request heads");
+    sys("iso_sendto_exit", "sys_exit_sendto", "outbound traceparent: scan sendto() request heads");
+    sys("iso_sendmsg_exit", "sys_exit_sendmsg", "outbound traceparent: scan sendmsg() request heads");
+    // Network slices (docs/network.md): all optional, so the network can never
+    // keep the agent from starting. tp_btf preferred, raw_tp as fallback.
+    auto net = [&t](const std::string& fn, const std::string& tp, const std::string& purpose) {
+      t.push_back({fn + "_btf", tp, tp, ProgKind::kTpBtf, "network", true, purpose});
+      t.push_back({fn + "_raw", tp, tp, ProgKind::kRawTp, "network", true, purpose});
+    };
+    net("iso_net_dev_queue", "net_dev_queue", "network qdisc: packet enters a device queue");
+    net("iso_net_start_xmit", "net_dev_start_xmit",
+        "network qdisc: packet leaves the queue; veth hand-over to the peer");
+    net("iso_net_receive_skb", "netif_receive_skb", "network backlog: veth peer receives the packet");
+    net("iso_net_tcp_probe", "tcp_probe", "network receive queue: first unread data on a socket");
+    net("iso_net_tcp_retransmit", "tcp_retransmit_skb", "network retransmits: RTO or fast retransmit wait");
+    net("iso_net_kfree_skb", "kfree_skb", "network drops: per drop reason");
     return t;
   }();
   return table;

@@ -8,22 +8,34 @@
  * never header bytes. Bodies are never read: scanning stops at the end of the
  * head, and a connection is followed for at most max_head_reads reads.
  *
- * Linked with container.bpf.c into one object (bpftool gen object); the ring
- * buffer, the stats array and filter_tgid are defined there.
+ * Outbound: on write()/writev()/sendto()/sendmsg() to a socket whose buffer
+ * starts with an HTTP method, the same scan runs over the written head and a
+ * record with ISO_TP_F_OUTBOUND leaves (the header's parent-id is then the
+ * sender's own span id). Only the first write of a request head is scanned.
+ *
+ * Network: the read exit also closes the socket's receive-queue wait (RCVQ,
+ * docs/network.md), opened by tcp_probe in net.bpf.c.
+ *
+ * Linked with container.bpf.c and net.bpf.c into one object (bpftool gen
+ * object); the ring buffer, the stats array and filter_tgid are defined in
+ * container.bpf.c, the rcvq map and the net_* settings in net.bpf.c.
  */
 #define __ISOSCOPE_BPF__ 1
 #include "isoscope/kernel_types.h"
 #include "isoscope/core_fixes.bpf.h"
 #include "isoscope/task.bpf.h"
 #include "isoscope/abi.h"
+#include "isoscope/traceparent.bpf.h"
 
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
 
 #define ISO_SCAN_BYTES 1024
-#define ISO_TP_VALUE_LEN 55 /* "00-" 32 hex "-" 16 hex "-" 2 hex */
 
 extern const volatile __u32 filter_tgid;
+extern const volatile __u64 net_min_ns;
+extern const volatile __u32 host_netns_ino;
+extern const volatile bool net_enabled;
 const volatile __u32 max_head_reads = 4;
 
 extern struct {
@@ -37,6 +49,14 @@ extern struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } stats SEC(".maps");
+
+/* Defined in net.bpf.c: keep identical. */
+extern struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u64);
+} rcvq SEC(".maps");
 
 /* socket -> reads seen of a request head that has not ended yet. */
 struct {
@@ -73,24 +93,6 @@ static __always_inline bool is_method(const char *b)
 	       w == 0x20545550 /* "PUT " */ || w == 0x44414548 /* "HEAD" */ ||
 	       w == 0x454c4544 /* "DELE" */ || w == 0x43544150 /* "PATC" */ ||
 	       w == 0x4954504f /* "OPTI" */;
-}
-
-/* Hex digit values; 0x10 marks a byte that is not a lower-case hex digit
- * (W3C trace context allows lower case only). A table keeps the parse free of
- * branches, which keeps the verifier's path count small. */
-#define H16 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10
-static const volatile __u8 hex_table[256] = {
-	H16, H16, H16,                                                      /* 0x00-0x2f */
-	0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, /* 0x30-0x3f */
-	H16, H16,                                                           /* 0x40-0x5f */
-	0x10, 10, 11, 12, 13, 14, 15, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, /* 0x60 */
-	H16, H16, H16, H16, H16, H16, H16, H16, H16,                        /* 0x70-0xff */
-};
-_Static_assert(sizeof(hex_table) == 256, "one entry per byte value");
-
-static __always_inline __u8 hexval(char c)
-{
-	return hex_table[(__u8)c];
 }
 
 /* Case-insensitive match of `lit` (lower case) at p. */
@@ -166,6 +168,140 @@ static __always_inline struct file *fd_file(struct task_struct *t, __u32 fd)
 	return f;
 }
 
+/* The struct sock behind fd when it is a socket, else NULL. */
+static __always_inline struct sock *fd_sock(struct task_struct *task, __u32 fd)
+{
+	struct file *f = fd_file(task, fd);
+	struct socket *sock;
+
+	/* f came from a probe read (an untyped scalar), so probe reads from here. */
+	if (!f || (BPF_CORE_READ(f, f_inode, i_mode) & ISO_S_IFMT) != ISO_S_IFSOCK)
+		return NULL;
+	sock = BPF_CORE_READ(f, private_data);
+	return BPF_CORE_READ(sock, sk);
+}
+
+static __always_inline void fill_task_hdr(struct iso_rec_hdr *h, __u16 kind, __u16 size, __u64 id,
+					  struct task_struct *task, __u64 now)
+{
+	h->kind = kind;
+	h->size = size;
+	h->abi_version = ISO_ABI_VERSION;
+	h->flags = 0;
+	h->tgid = id >> 32;
+	h->tid = (__u32)id;
+	h->ts_ns = now;
+	iso_task_cgroup_ids(task, &h->cgroup_v2_id, &h->cgroup_v1_cpu_id);
+}
+
+/*
+ * RCVQ: this read took data that tcp_probe (net.bpf.c) saw arrive while the
+ * socket had none unread. The interval [arrival, end of this read) is the
+ * time the data waited in the receive queue. Runs before the HTTP checks,
+ * for every socket read.
+ */
+static __always_inline void rcvq_close(struct sock *sk, __u64 key, __s64 ret, __u64 id,
+				       struct task_struct *task)
+{
+	struct iso_rec_net *r;
+	__u64 *ts, start, now;
+
+	if (!net_enabled)
+		return;
+	ts = bpf_map_lookup_elem(&rcvq, &key);
+	if (!ts)
+		return;
+	start = *ts;
+	bpf_map_delete_elem(&rcvq, &key);
+	now = bpf_ktime_get_boot_ns();
+	if (now <= start || now - start < net_min_ns)
+		return;
+	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r) {
+		iso_percpu_inc(&stats, ISO_STAT_RB_RESERVE_FAILED);
+		return;
+	}
+	__builtin_memset(r, 0, sizeof(*r));
+	fill_task_hdr(&r->hdr, ISO_REC_NET, sizeof(*r), id, task, now);
+	r->start_ns = start;
+	r->sock = key;
+	iso_sock_addrs(sk, &r->family, r->saddr, r->daddr, &r->sport, &r->dport);
+	r->event = ISO_NET_EV_RCVQ;
+	r->mech = ISO_NET_QUEUE;
+	r->netns_ino = iso_sock_netns(sk);
+	r->bytes = ret > 0xffffffffll ? 0xffffffffu : (__u32)ret;
+	r->flags = ISO_NET_F_SOCK | ISO_NET_F_TASK;
+	if (r->netns_ino && r->netns_ino == host_netns_ino)
+		r->flags |= ISO_NET_F_HOST_NETNS;
+	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+}
+
+/* Scans the first n bytes of s for the head's traceparent / tracestate and
+ * its end, with bpf_loop (v5.17+): its callback is verified once, where an
+ * unrolled 1 KiB scan exceeds the verifier's budget. A continuation read
+ * (read_index > 0) may start with the header itself. */
+static __always_inline void scan_head(struct scan_ctx *c)
+{
+	bpf_loop(ISO_SCAN_BYTES, scan_step, c, 0);
+}
+
+/*
+ * Emits the traceparent at c->tp_at (a header found by scan_head). Returns
+ * false when the value is cut off by the end of the buffer or invalid
+ * (counted in ISO_STAT_TRACEPARENT_BAD).
+ */
+static __always_inline bool emit_traceparent(struct scan_ctx *c, __u64 id, struct task_struct *task,
+					     struct sock *sk, __u64 key, __u32 fd, __u8 flags)
+{
+	struct scratch *s = c->s;
+	struct iso_rec_traceparent *rec;
+	int at = c->tp_at;
+
+	/* Optional white space after the colon. */
+	if (at < ISO_SCAN_BYTES && s->buf[at & (ISO_SCAN_BYTES - 1)] == ' ')
+		at++;
+	if (at + ISO_TP_VALUE_LEN > c->n) {
+		/* Split across reads: the next read is scanned anew. */
+		iso_percpu_inc(&stats, ISO_STAT_TRACEPARENT_BAD);
+		return false;
+	}
+	rec = bpf_ringbuf_reserve(&events, sizeof(*rec), 0);
+	if (!rec) {
+		iso_percpu_inc(&stats, ISO_STAT_RB_RESERVE_FAILED);
+		return false;
+	}
+	if (!iso_tp_parse(&s->buf[at & (ISO_SCAN_BYTES - 1)], rec->trace_id, rec->parent_span_id,
+			  &rec->trace_flags)) {
+		bpf_ringbuf_discard(rec, 0);
+		iso_percpu_inc(&stats, ISO_STAT_TRACEPARENT_BAD);
+		return false;
+	}
+	fill_task_hdr(&rec->hdr, ISO_REC_TRACEPARENT, sizeof(*rec), id, task, bpf_ktime_get_boot_ns());
+	rec->sock = key;
+	__builtin_memset(rec->saddr, 0, sizeof(rec->saddr));
+	__builtin_memset(rec->daddr, 0, sizeof(rec->daddr));
+	iso_sock_addrs(sk, &rec->family, rec->saddr, rec->daddr, &rec->sport, &rec->dport);
+	rec->flags = c->flags | flags;
+	rec->fd = fd;
+	rec->read_index = c->read_index;
+	bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
+	return true;
+}
+
+/* Copies up to ISO_SCAN_BYTES of the user buffer into the scratch; returns
+ * the byte count, 0 on failure. */
+static __always_inline int load_user(struct scratch *s, __u64 buf, __s64 len)
+{
+	int n = len < ISO_SCAN_BYTES ? (int)len : ISO_SCAN_BYTES;
+
+	if (n <= 0)
+		return 0;
+	if (bpf_probe_read_user(s->buf, n & (ISO_SCAN_BYTES - 1) ? n & (ISO_SCAN_BYTES - 1) : ISO_SCAN_BYTES,
+				(void *)buf))
+		return 0;
+	return n;
+}
+
 static __always_inline int on_exit(__s64 ret)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -174,12 +310,10 @@ static __always_inline int on_exit(__s64 ret)
 	__u32 fd;
 	__u64 buf;
 	struct scratch *s;
-	struct file *f;
 	struct sock *sk;
 	__u32 zero = 0, *reads, read_index = 0;
 	__u64 key;
-	int n, tp_at = -1;
-	__u8 flags = 0;
+	int n;
 	bool head_end = false;
 
 	if (ret <= 0 || (filter_tgid && (id >> 32) != filter_tgid))
@@ -191,25 +325,17 @@ static __always_inline int on_exit(__s64 ret)
 	regs = (struct pt_regs *)bpf_task_pt_regs(task);
 	fd = (__u32)regs->di; /* a BTF pointer: direct loads */
 	buf = regs->si;
-	f = fd_file(task, fd);
-	/* f came from a probe read (an untyped scalar), so probe reads from here. */
-	if (!f || (BPF_CORE_READ(f, f_inode, i_mode) & ISO_S_IFMT) != ISO_S_IFSOCK)
-		return 0;
-	{
-		struct socket *sock = BPF_CORE_READ(f, private_data);
-
-		sk = BPF_CORE_READ(sock, sk);
-	}
+	sk = fd_sock(task, fd);
 	if (!sk)
 		return 0;
 	key = (__u64)(unsigned long)sk;
+	rcvq_close(sk, key, ret, id, task);
 
 	s = bpf_map_lookup_elem(&http_scratch, &zero);
 	if (!s)
 		return 0;
-	n = ret < ISO_SCAN_BYTES ? (int)ret : ISO_SCAN_BYTES;
-	if (bpf_probe_read_user(s->buf, n & (ISO_SCAN_BYTES - 1) ? n & (ISO_SCAN_BYTES - 1) : ISO_SCAN_BYTES,
-				(void *)buf))
+	n = load_user(s, buf, ret);
+	if (!n)
 		return 0;
 
 	reads = bpf_map_lookup_elem(&http_heads, &key);
@@ -220,107 +346,15 @@ static __always_inline int on_exit(__s64 ret)
 	}
 	iso_percpu_inc(&stats, ISO_STAT_HTTP_HEADS);
 
-	/* Find "\ntraceparent:", "\ntracestate:" and the end of the head with
-	 * bpf_loop (v5.17+): its callback is verified once, where an unrolled
-	 * 1 KiB scan exceeds the verifier's budget. A continuation read may
-	 * start with the header itself. */
 	{
 		struct scan_ctx c = {.s = s, .n = n, .read_index = read_index, .tp_at = -1};
 
-		bpf_loop(ISO_SCAN_BYTES, scan_step, &c, 0);
-		tp_at = c.tp_at;
-		flags = c.flags;
+		scan_head(&c);
 		head_end = c.head_end;
+		if (c.tp_at >= 0 &&
+		    emit_traceparent(&c, id, task, sk, key, fd, read_index > 0 ? ISO_TP_F_LATER_READ : 0))
+			head_end = true; /* done with this request */
 	}
-
-	if (tp_at >= 0) {
-		struct iso_rec_traceparent *rec;
-		const char *v;
-		int at = tp_at, j;
-		bool bad = false;
-
-		/* Optional white space after the colon. */
-		if (at < ISO_SCAN_BYTES && s->buf[at & (ISO_SCAN_BYTES - 1)] == ' ')
-			at++;
-		if (at + ISO_TP_VALUE_LEN > n) {
-			/* Split across reads: the next read is scanned anew. */
-			iso_percpu_inc(&stats, ISO_STAT_TRACEPARENT_BAD);
-			goto out;
-		}
-		v = &s->buf[at & (ISO_SCAN_BYTES - 1)];
-		rec = bpf_ringbuf_reserve(&events, sizeof(*rec), 0);
-		if (!rec) {
-			iso_percpu_inc(&stats, ISO_STAT_RB_RESERVE_FAILED);
-			goto out;
-		}
-		{
-			/* Plain loops, not unrolled: unrolled, the 50 lookups spill to
-			 * ~480 bytes of stack, and main + bpf_loop callback must fit
-			 * 512 bytes on older kernels (6.1). */
-			__u8 acc = 0;
-
-#pragma clang loop unroll(disable)
-			for (j = 0; j < 16; j++) {
-				__u8 hi = hexval(v[3 + 2 * j]), lo = hexval(v[4 + 2 * j]);
-
-				acc |= hi | lo;
-				rec->trace_id[j] = (__u8)((hi << 4) | (lo & 0xf));
-			}
-#pragma clang loop unroll(disable)
-			for (j = 0; j < 8; j++) {
-				__u8 hi = hexval(v[36 + 2 * j]), lo = hexval(v[37 + 2 * j]);
-
-				acc |= hi | lo;
-				rec->parent_span_id[j] = (__u8)((hi << 4) | (lo & 0xf));
-			}
-			{
-				__u8 hi = hexval(v[53]), lo = hexval(v[54]);
-
-				acc |= hi | lo;
-				rec->trace_flags = (__u8)((hi << 4) | (lo & 0xf));
-			}
-			acc |= hexval(v[0]) | hexval(v[1]);
-			/* Version ff is invalid; dashes in place. */
-			bad = (acc & 0x10) || (v[0] == 'f' && v[1] == 'f') || v[2] != '-' ||
-			      v[35] != '-' || v[52] != '-';
-		}
-		if (bad) {
-			bpf_ringbuf_discard(rec, 0);
-			iso_percpu_inc(&stats, ISO_STAT_TRACEPARENT_BAD);
-			goto out;
-		}
-		{
-			struct task_struct *t = task;
-
-			rec->hdr.kind = ISO_REC_TRACEPARENT;
-			rec->hdr.size = sizeof(*rec);
-			rec->hdr.abi_version = ISO_ABI_VERSION;
-			rec->hdr.flags = 0;
-			rec->hdr.tgid = id >> 32;
-			rec->hdr.tid = (__u32)id;
-			rec->hdr.ts_ns = bpf_ktime_get_boot_ns();
-			iso_task_cgroup_ids(t, &rec->hdr.cgroup_v2_id, &rec->hdr.cgroup_v1_cpu_id);
-		}
-		rec->sock = key;
-		rec->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-		__builtin_memset(rec->saddr, 0, sizeof(rec->saddr));
-		__builtin_memset(rec->daddr, 0, sizeof(rec->daddr));
-		if (rec->family == ISO_AF_INET6) {
-			BPF_CORE_READ_INTO(&rec->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-			BPF_CORE_READ_INTO(&rec->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
-		} else {
-			BPF_CORE_READ_INTO((__u32 *)rec->saddr, sk, __sk_common.skc_rcv_saddr);
-			BPF_CORE_READ_INTO((__u32 *)rec->daddr, sk, __sk_common.skc_daddr);
-		}
-		rec->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-		rec->dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
-		rec->flags = flags | (read_index > 0 ? ISO_TP_F_LATER_READ : 0);
-		rec->fd = fd;
-		rec->read_index = read_index;
-		bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
-		head_end = true; /* done with this request */
-	}
-out:
 	if (head_end || read_index + 1 >= max_head_reads) {
 		if (reads)
 			bpf_map_delete_elem(&http_heads, &key);
@@ -332,7 +366,121 @@ out:
 	return 0;
 }
 
+/* Outbound: a write of len bytes from the user buffer buf on fd. */
+static __always_inline int on_write(__s64 ret, __u32 fd, __u64 buf, __s64 len)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct task_struct *task;
+	struct scratch *s;
+	struct sock *sk;
+	__u32 zero = 0;
+	int n;
+
+	if (ret <= 0 || (filter_tgid && (id >> 32) != filter_tgid))
+		return 0;
+	/* Most writes are not request heads: four bytes decide before the
+	 * socket walk and the 1 KiB copy. */
+	{
+		char m[4];
+
+		if (len < 4 || ret < 4 || bpf_probe_read_user(m, sizeof(m), (void *)buf) || !is_method(m))
+			return 0;
+	}
+	task = bpf_get_current_task_btf();
+	sk = fd_sock(task, fd);
+	if (!sk)
+		return 0;
+	s = bpf_map_lookup_elem(&http_scratch, &zero);
+	if (!s)
+		return 0;
+	n = load_user(s, buf, len < ret ? len : ret);
+	if (n < 4)
+		return 0;
+	{
+		struct scan_ctx c = {.s = s, .n = n, .read_index = 0, .tp_at = -1};
+
+		scan_head(&c);
+		if (c.tp_at >= 0)
+			emit_traceparent(&c, id, task, sk, (__u64)(unsigned long)sk, fd, ISO_TP_F_OUTBOUND);
+	}
+	return 0;
+}
+
+/* The first element of a user iovec array: struct iovec { void *base; size_t len; }. */
+static __always_inline int first_iov(__u64 iov, __u64 *base, __s64 *len)
+{
+	__u64 v[2];
+
+	if (!iov || bpf_probe_read_user(v, sizeof(v), (void *)iov))
+		return -1;
+	*base = v[0];
+	*len = (__s64)v[1];
+	return 0;
+}
+
+static __always_inline struct pt_regs *user_regs(void)
+{
+	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+}
+
 SEC("tracepoint/syscalls/sys_exit_read")
 int iso_read_exit(struct sys_exit_args *ctx) { return on_exit(ctx->ret); }
 SEC("tracepoint/syscalls/sys_exit_recvfrom")
 int iso_recvfrom_exit(struct sys_exit_args *ctx) { return on_exit(ctx->ret); }
+
+/* write(fd, buf, n) and sendto(fd, buf, n, ...): the buffer is in si. */
+SEC("tracepoint/syscalls/sys_exit_write")
+int iso_write_exit(struct sys_exit_args *ctx)
+{
+	struct pt_regs *regs;
+
+	if (ctx->ret <= 0)
+		return 0;
+	regs = user_regs();
+	return on_write(ctx->ret, (__u32)regs->di, regs->si, ctx->ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_sendto")
+int iso_sendto_exit(struct sys_exit_args *ctx)
+{
+	struct pt_regs *regs;
+
+	if (ctx->ret <= 0)
+		return 0;
+	regs = user_regs();
+	return on_write(ctx->ret, (__u32)regs->di, regs->si, ctx->ret);
+}
+
+/* writev(fd, iov, cnt): only iov[0] is scanned (the head is written first). */
+SEC("tracepoint/syscalls/sys_exit_writev")
+int iso_writev_exit(struct sys_exit_args *ctx)
+{
+	struct pt_regs *regs;
+	__u64 base;
+	__s64 len;
+
+	if (ctx->ret <= 0)
+		return 0;
+	regs = user_regs();
+	if (first_iov(regs->si, &base, &len))
+		return 0;
+	return on_write(ctx->ret, (__u32)regs->di, base, len);
+}
+
+/* sendmsg(fd, msg, flags): struct user_msghdr has msg_iov at offset 16. */
+SEC("tracepoint/syscalls/sys_exit_sendmsg")
+int iso_sendmsg_exit(struct sys_exit_args *ctx)
+{
+	struct pt_regs *regs;
+	__u64 iov = 0, base;
+	__s64 len;
+
+	if (ctx->ret <= 0)
+		return 0;
+	regs = user_regs();
+	if (!regs->si || bpf_probe_read_user(&iov, sizeof(iov), (void *)(regs->si + 16)))
+		return 0;
+	if (first_iov(iov, &base, &len))
+		return 0;
+	return on_write(ctx->ret, (__u32)regs->di, base, len);
+}

@@ -73,4 +73,31 @@ static __always_inline bool iso_task_throttled(struct task_struct *t, __u64 *cfs
 	return ISO_RD(btf, cfs_rq, throttle_count) > 0;
 }
 
+/*
+ * A socket's own addresses (local first; IPv4 in the first 4 bytes, the
+ * rest left as the caller zeroed it) and ports in host order, shared by the
+ * traceparent and network socket records. Probe reads: valid in any context.
+ */
+static __always_inline void iso_sock_addrs(const struct sock *sk, __u16 *family, __u8 *saddr,
+					   __u8 *daddr, __u16 *sport, __u16 *dport)
+{
+	*family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (*family == ISO_AF_INET6) {
+		BPF_CORE_READ_INTO((struct in6_addr *)saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO((struct in6_addr *)daddr, sk, __sk_common.skc_v6_daddr);
+	} else {
+		BPF_CORE_READ_INTO((__u32 *)saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)daddr, sk, __sk_common.skc_daddr);
+	}
+	*sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	*dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
+}
+
+/* The inode number of the socket's network namespace (as /proc/PID/ns/net),
+ * 0 when unknown (a kernel without CONFIG_NET_NS has one netns). */
+static __always_inline __u32 iso_sock_netns(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
 #endif /* ISOSCOPE_CORE_FIXES_BPF_H */

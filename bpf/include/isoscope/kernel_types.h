@@ -115,7 +115,23 @@ struct in6_addr {
 	} in6_u;
 };
 
+/* Network namespaces and devices (bpf/net.bpf.c). */
+struct ns_common {
+	unsigned int inum;
+};
+
+struct net {
+	struct ns_common ns;
+};
+
+/* Same shape as the kernel's (an anonymous struct behind a typedef), so
+ * CO-RE matches the member through it. */
+typedef struct {
+	struct net *net;
+} possible_net_t;
+
 struct sock_common {
+	possible_net_t skc_net;
 	__be32 skc_daddr;
 	__be32 skc_rcv_saddr;
 	__be16 skc_dport;
@@ -131,6 +147,37 @@ struct sock {
 
 struct socket {
 	struct sock *sk;
+};
+
+struct inet_connection_sock {
+	__u32 icsk_rto;
+	__u8 icsk_ca_state : 5;
+};
+
+struct tcp_sock {
+	__u32 srtt_us; /* smoothed RTT << 3, in us */
+};
+
+struct rtnl_link_ops {
+	const char *kind;
+};
+
+struct net_device {
+	char name[16];
+	int ifindex;
+	possible_net_t nd_net;
+	const struct rtnl_link_ops *rtnl_link_ops;
+};
+
+struct sk_buff {
+	struct net_device *dev;
+	struct sock *sk;
+	unsigned int len;
+	__be16 protocol;
+	__u16 transport_header;
+	__u16 network_header;
+	unsigned char *head;
+	unsigned char *data;
 };
 
 struct task_struct {
@@ -155,5 +202,10 @@ struct task_struct {
 #define ISO_S_IFSOCK 0140000
 #define ISO_AF_INET 2
 #define ISO_AF_INET6 10
+#define ISO_ETH_P_IP 0x0800
+#define ISO_ETH_P_IPV6 0x86DD
+#define ISO_IPPROTO_TCP 6
+#define ISO_IPPROTO_UDP 17
+#define ISO_TCP_CA_LOSS 4
 
 #endif /* ISOSCOPE_KERNEL_TYPES_H */

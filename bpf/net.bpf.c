@@ -1,0 +1,494 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * Network slices, kernel side (docs/network.md): emits ISO_REC_NET intervals
+ * that a packet or a socket's data spent in one stage on this node.
+ *
+ *   QDISC    net_dev_queue -> net_dev_start_xmit (same skb, same device)
+ *   BACKLOG  net_dev_start_xmit on a veth -> netif_receive_skb (same skb)
+ *   RCVQ     tcp_probe (first unread data) -> the read exit (bpf/http.bpf.c)
+ *   RETRANS  tcp_retransmit_skb (the wait before it: RTO or ~1 RTT)
+ *   DROP     kfree_skb with a drop reason
+ *
+ * Per-packet fast path: net_dev_queue is one hash update keyed by the skb
+ * address (no memory read at all); start_xmit one lookup plus an update or a
+ * delete; netif_receive_skb one lookup. Headers are parsed only for the
+ * records that leave the kernel (intervals >= net_min_ns, drops), with probe
+ * reads, so the same bodies serve tp_btf and raw_tp.
+ *
+ * Linked with container.bpf.c and http.bpf.c into one object (bpftool gen
+ * object); `events` and `stats` are defined in container.bpf.c; `rcvq`,
+ * net_min_ns, host_netns_ino and net_enabled are defined here and declared
+ * extern in http.bpf.c (which closes RCVQ intervals on the read exit).
+ */
+#define __ISOSCOPE_BPF__ 1
+#include "isoscope/kernel_types.h"
+#include "isoscope/core_fixes.bpf.h"
+#include "isoscope/task.bpf.h"
+#include "isoscope/abi.h"
+
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+/* Settings, fixed before load (agent/loader.cpp). */
+const volatile __u64 net_min_ns = 1000000; /* emit intervals at least this long */
+const volatile __u32 host_netns_ino = 0;   /* the agent's /proc/self/ns/net inode */
+const volatile bool net_enabled = true;
+
+extern unsigned int CONFIG_HZ __kconfig __weak;
+
+/* An skb stage older than this is a leftover (an skb freed in between whose
+ * address came back), not a measurement. */
+#define ISO_NET_STALE_NS (10ull * 1000000000ull)
+/* DROP records per CPU per second at most; every drop is still counted in
+ * drop_reasons. */
+#define ISO_NET_DROP_RECS_PER_SEC 1000
+#define ISO_NET_DROP_REASONS 256
+
+extern struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20); /* must match the definition; resized at load */
+} events SEC(".maps");
+
+extern struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ISO_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+enum {
+	ISO_SKB_STAGE_QDISC = 1,   /* queued on a device, waiting for the driver */
+	ISO_SKB_STAGE_BACKLOG = 2, /* handed to a veth peer, waiting for its softirq */
+};
+
+struct skb_stage {
+	__u64 ts;
+	__u32 stage;
+	__u32 pad;
+};
+
+/* skb address -> the stage it entered and when. An LRU hash (preallocated,
+ * like every LRU map: updates from softirq context must not allocate): an
+ * skb can leave without the hook that would delete its entry (a GSO skb
+ * segmented after its qdisc, an skb consumed on another path), and the LRU
+ * evicts such leftovers instead of letting them fill the map.
+ * ISO_STAT_NET_SKB_FULL counts updates that failed all the same. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct skb_stage);
+} skb_ts SEC(".maps");
+
+/* struct sock address -> boot ns when the first not-yet-read data arrived
+ * (tcp_probe). Closed by the socket read exit in http.bpf.c, which declares
+ * this map extern: keep both declarations identical. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u64);
+} rcvq SEC(".maps");
+
+/* Drops per kernel drop reason (enum skb_drop_reason; reasons >= 255 count in
+ * slot 255). User space sums the CPUs (ContainerProbes::ReadDropReasons). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ISO_NET_DROP_REASONS);
+	__type(key, __u32);
+	__type(value, __u64);
+} drop_reasons SEC(".maps");
+
+struct drop_limit {
+	__u64 window; /* boot second of the current window */
+	__u64 count;  /* records emitted in it */
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct drop_limit);
+} drop_limit SEC(".maps");
+
+/* The veth driver's rtnl_link_ops, learnt from the first device whose kind
+ * reads "veth": later checks compare one pointer. */
+__u64 veth_ops = 0;
+
+enum skb_drop_reason {
+	SKB_CONSUMED = 1,
+	SKB_DROP_REASON_NOT_SPECIFIED = 2,
+};
+
+static __always_inline bool kind_is_veth(const char *k)
+{
+	return k[0] == 'v' && k[1] == 'e' && k[2] == 't' && k[3] == 'h' && k[4] == 0;
+}
+
+/* Is dev a veth? One pointer compare once the veth ops are known. */
+static __always_inline bool dev_is_veth(const struct net_device *dev, bool btf)
+{
+	const struct rtnl_link_ops *ops;
+	char kind[8] = {};
+
+	if (!dev)
+		return false;
+	ops = ISO_RD(btf, dev, rtnl_link_ops);
+	if (!ops)
+		return false;
+	if ((__u64)(unsigned long)ops == veth_ops)
+		return true;
+	if (veth_ops)
+		return false; /* known, and not this one */
+	bpf_probe_read_kernel_str(kind, sizeof(kind), BPF_CORE_READ(ops, kind));
+	if (!kind_is_veth(kind))
+		return false;
+	veth_ops = (__u64)(unsigned long)ops;
+	return true;
+}
+
+static __always_inline void fill_net_hdr(struct iso_rec_net *r, __u64 now)
+{
+	r->hdr.kind = ISO_REC_NET;
+	r->hdr.size = sizeof(*r);
+	r->hdr.abi_version = ISO_ABI_VERSION;
+	r->hdr.flags = 0;
+	r->hdr.tgid = 0;
+	r->hdr.tid = 0;
+	r->hdr.ts_ns = now;
+	r->hdr.cgroup_v2_id = 0;
+	r->hdr.cgroup_v1_cpu_id = 0;
+}
+
+/* Device fields of a packet record; dev may be NULL. */
+static __always_inline void fill_dev(struct iso_rec_net *r, const struct net_device *dev)
+{
+	const struct rtnl_link_ops *ops;
+
+	if (!dev)
+		return;
+	r->ifindex = BPF_CORE_READ(dev, ifindex);
+	r->netns_ino = BPF_CORE_READ(dev, nd_net.net, ns.inum);
+	BPF_CORE_READ_STR_INTO(&r->dev_name, dev, name);
+	ops = BPF_CORE_READ(dev, rtnl_link_ops);
+	if (ops)
+		bpf_probe_read_kernel_str(r->dev_kind, sizeof(r->dev_kind), BPF_CORE_READ(ops, kind));
+	if (r->netns_ino && r->netns_ino == host_netns_ino)
+		r->flags |= ISO_NET_F_HOST_NETNS;
+}
+
+/*
+ * Addresses and ports from the packet's own headers (a forwarded skb has no
+ * socket): IPv4 (options skipped by ihl) or IPv6 (fixed header; extension
+ * headers are not walked), then TCP/UDP ports unless an IPv4 fragment.
+ * Returns the L4 protocol, 0 when the packet is not IP.
+ */
+static __always_inline __u8 parse_pkt(struct iso_rec_net *r, const struct sk_buff *skb)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 nh = BPF_CORE_READ(skb, network_header);
+	__u16 proto = __builtin_bswap16(BPF_CORE_READ(skb, protocol));
+	unsigned char *l3, *l4;
+	__u8 l4proto;
+	__u16 ports[2];
+
+	if (!head)
+		return 0;
+	if (nh == (__u16)~0u) /* not set yet: the data pointer is at L3 on receive */
+		l3 = BPF_CORE_READ(skb, data);
+	else
+		l3 = head + nh;
+	if (proto == ISO_ETH_P_IP) {
+		__u8 iph[20];
+
+		if (bpf_probe_read_kernel(iph, sizeof(iph), l3) || (iph[0] >> 4) != 4)
+			return 0;
+		r->family = ISO_AF_INET;
+		__builtin_memcpy(r->saddr, &iph[12], 4);
+		__builtin_memcpy(r->daddr, &iph[16], 4);
+		l4proto = iph[9];
+		if ((iph[6] & 0x1f) | iph[7]) /* a later fragment: no ports */
+			return l4proto;
+		l4 = l3 + (iph[0] & 0xf) * 4;
+	} else if (proto == ISO_ETH_P_IPV6) {
+		__u8 ip6h[40];
+
+		if (bpf_probe_read_kernel(ip6h, sizeof(ip6h), l3) || (ip6h[0] >> 4) != 6)
+			return 0;
+		r->family = ISO_AF_INET6;
+		__builtin_memcpy(r->saddr, &ip6h[8], 16);
+		__builtin_memcpy(r->daddr, &ip6h[24], 16);
+		l4proto = ip6h[6];
+		l4 = l3 + 40;
+	} else {
+		return 0;
+	}
+	if (l4proto == ISO_IPPROTO_TCP || l4proto == ISO_IPPROTO_UDP) {
+		if (bpf_probe_read_kernel(ports, sizeof(ports), l4) == 0) {
+			r->sport = __builtin_bswap16(ports[0]);
+			r->dport = __builtin_bswap16(ports[1]);
+		}
+	}
+	return l4proto;
+}
+
+/* Emits one packet record [start, now) on dev (NULL: skb->dev). */
+static __always_inline void emit_skb(__u8 event, __u8 mech, const struct sk_buff *skb,
+				     const struct net_device *dev, __u64 start, __u64 now)
+{
+	struct iso_rec_net *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+
+	if (!r) {
+		iso_percpu_inc(&stats, ISO_STAT_RB_RESERVE_FAILED);
+		return;
+	}
+	__builtin_memset(r, 0, sizeof(*r));
+	fill_net_hdr(r, now);
+	r->start_ns = start;
+	r->event = event;
+	r->mech = mech;
+	r->bytes = BPF_CORE_READ(skb, len);
+	if (!dev)
+		dev = BPF_CORE_READ(skb, dev);
+	fill_dev(r, dev);
+	parse_pkt(r, skb);
+	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+}
+
+static __always_inline void on_dev_queue(const struct sk_buff *skb)
+{
+	__u64 key = (__u64)(unsigned long)skb;
+	struct skb_stage v = {.ts = bpf_ktime_get_boot_ns(), .stage = ISO_SKB_STAGE_QDISC};
+
+	if (!net_enabled)
+		return;
+	if (bpf_map_update_elem(&skb_ts, &key, &v, BPF_ANY))
+		iso_percpu_inc(&stats, ISO_STAT_NET_SKB_FULL);
+}
+
+static __always_inline void on_start_xmit(const struct sk_buff *skb, const struct net_device *dev,
+					  bool btf)
+{
+	__u64 key = (__u64)(unsigned long)skb;
+	struct skb_stage *v;
+	__u64 now;
+
+	if (!net_enabled)
+		return;
+	v = bpf_map_lookup_elem(&skb_ts, &key);
+	if (!v)
+		return;
+	now = bpf_ktime_get_boot_ns();
+	if (v->stage == ISO_SKB_STAGE_QDISC && now > v->ts) {
+		__u64 d = now - v->ts;
+
+		if (d >= net_min_ns && d < ISO_NET_STALE_NS)
+			emit_skb(ISO_NET_EV_QDISC, ISO_NET_QUEUE, skb, dev, v->ts, now);
+	}
+	if (dev_is_veth(dev, btf)) {
+		/* The peer receives this very skb in its softirq: time that wait. */
+		v->ts = now;
+		v->stage = ISO_SKB_STAGE_BACKLOG;
+	} else {
+		bpf_map_delete_elem(&skb_ts, &key);
+	}
+}
+
+static __always_inline void on_receive(const struct sk_buff *skb)
+{
+	__u64 key = (__u64)(unsigned long)skb;
+	struct skb_stage *v;
+	__u64 now, start;
+
+	if (!net_enabled)
+		return;
+	v = bpf_map_lookup_elem(&skb_ts, &key);
+	if (!v || v->stage != ISO_SKB_STAGE_BACKLOG)
+		return;
+	now = bpf_ktime_get_boot_ns();
+	start = v->ts;
+	bpf_map_delete_elem(&skb_ts, &key);
+	if (now > start && now - start >= net_min_ns && now - start < ISO_NET_STALE_NS)
+		emit_skb(ISO_NET_EV_BACKLOG, ISO_NET_SCHEDULING, skb, NULL, start, now);
+}
+
+/* First unread data on an established TCP socket: remember when it came. */
+static __always_inline void on_tcp_probe(const struct sock *sk, const struct sk_buff *skb, bool btf)
+{
+	__u64 key = (__u64)(unsigned long)sk;
+	__u64 now;
+	unsigned char *head;
+	__u16 th;
+	__u8 doff = 0;
+	long err;
+
+	if (!net_enabled)
+		return;
+	if (bpf_map_lookup_elem(&rcvq, &key))
+		return; /* data already waiting: keep the oldest */
+	/* Data, not a bare ACK: the segment is longer than its TCP header
+	 * (skb->data is at the TCP header here, tcp_rcv_established). */
+	head = ISO_RD(btf, skb, head);
+	th = ISO_RD(btf, skb, transport_header);
+	if (bpf_probe_read_kernel(&doff, 1, head + th + 12))
+		return;
+	if (ISO_RD(btf, skb, len) <= (unsigned int)(doff >> 4) * 4)
+		return;
+	now = bpf_ktime_get_boot_ns();
+	err = bpf_map_update_elem(&rcvq, &key, &now, BPF_NOEXIST);
+	if (err && err != -17 /* EEXIST: raced with another CPU */)
+		iso_percpu_inc(&stats, ISO_STAT_NET_SOCK_FULL);
+}
+
+/* Socket fields of a socket record (RETRANS; http.bpf.c fills RCVQ the same
+ * way). */
+static __always_inline void fill_sock(struct iso_rec_net *r, const struct sock *sk)
+{
+	r->sock = (__u64)(unsigned long)sk;
+	iso_sock_addrs(sk, &r->family, r->saddr, r->daddr, &r->sport, &r->dport);
+	r->netns_ino = iso_sock_netns(sk);
+	r->flags = ISO_NET_F_SOCK;
+	if (r->netns_ino && r->netns_ino == host_netns_ino)
+		r->flags |= ISO_NET_F_HOST_NETNS;
+}
+
+/*
+ * A retransmission. In TCP_CA_Loss the retransmission timer fired (RTO):
+ * icsk_rto still holds the timeout that elapsed (tcp_retransmit_timer backs
+ * it off only after retransmitting). Otherwise a fast retransmit / recovery
+ * (or a tail loss probe), whose wait is about one smoothed RTT.
+ */
+static __always_inline void on_retransmit(const struct sock *sk, const struct sk_buff *skb)
+{
+	const struct inet_connection_sock *icsk = (const void *)sk;
+	const struct tcp_sock *tp = (const void *)sk;
+	struct iso_rec_net *r;
+	__u64 now, wait;
+	__u8 ca_state;
+	unsigned int hz;
+
+	if (!net_enabled || !sk)
+		return;
+	now = bpf_ktime_get_boot_ns();
+	ca_state = BPF_CORE_READ_BITFIELD_PROBED(icsk, icsk_ca_state);
+	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r) {
+		iso_percpu_inc(&stats, ISO_STAT_RB_RESERVE_FAILED);
+		return;
+	}
+	__builtin_memset(r, 0, sizeof(*r));
+	if (ca_state == ISO_TCP_CA_LOSS) {
+		hz = CONFIG_HZ ? CONFIG_HZ : 250;
+		wait = (__u64)BPF_CORE_READ(icsk, icsk_rto) * (1000000000ull / hz);
+		r->reason = ISO_NET_RETRANS_TIMEOUT;
+	} else {
+		wait = (__u64)(BPF_CORE_READ(tp, srtt_us) >> 3) * 1000;
+		r->reason = ISO_NET_RETRANS_FAST;
+	}
+	fill_net_hdr(r, now);
+	r->start_ns = wait < now ? now - wait : 0;
+	r->event = ISO_NET_EV_RETRANS;
+	r->mech = ISO_NET_PROTOCOL;
+	if (skb)
+		r->bytes = BPF_CORE_READ(skb, len);
+	fill_sock(r, sk);
+	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+}
+
+static __always_inline bool drop_allowed(__u64 now)
+{
+	__u32 zero = 0;
+	struct drop_limit *l = bpf_map_lookup_elem(&drop_limit, &zero);
+	__u64 sec = now / 1000000000ull;
+
+	if (!l)
+		return false;
+	if (l->window != sec) {
+		l->window = sec;
+		l->count = 0;
+	}
+	if (l->count >= ISO_NET_DROP_RECS_PER_SEC)
+		return false;
+	l->count++;
+	return true;
+}
+
+/*
+ * A freed skb with a drop reason. Every drop counts in drop_reasons. A record
+ * leaves the kernel only for IPv4/IPv6 TCP/UDP packets with a specific reason:
+ * NOT_SPECIFIED is what every kfree_skb() without a reason reports (many are
+ * not packet losses at all) and SKB_CONSUMED is not a drop; both are counted
+ * only. Records are limited to ISO_NET_DROP_RECS_PER_SEC per CPU.
+ */
+static __always_inline void on_kfree_skb(const struct sk_buff *skb, __u32 reason)
+{
+	__u32 slot = reason < ISO_NET_DROP_REASONS ? reason : ISO_NET_DROP_REASONS - 1;
+	__u64 key = (__u64)(unsigned long)skb;
+	struct iso_rec_net *r;
+	__u64 now;
+
+	if (!net_enabled)
+		return;
+	iso_percpu_inc(&drop_reasons, slot);
+	/* A packet dropped in a qdisc or between a veth and its peer: forget it. */
+	bpf_map_delete_elem(&skb_ts, &key);
+	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED) &&
+	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_NOT_SPECIFIED))
+		return;
+	if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_CONSUMED) &&
+	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_CONSUMED))
+		return;
+	{
+		__u16 proto = __builtin_bswap16(BPF_CORE_READ(skb, protocol));
+
+		if (proto != ISO_ETH_P_IP && proto != ISO_ETH_P_IPV6)
+			return;
+	}
+	now = bpf_ktime_get_boot_ns();
+	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	if (!r) {
+		iso_percpu_inc(&stats, ISO_STAT_RB_RESERVE_FAILED);
+		return;
+	}
+	__builtin_memset(r, 0, sizeof(*r));
+	{
+		__u8 l4 = parse_pkt(r, skb);
+
+		if ((l4 != ISO_IPPROTO_TCP && l4 != ISO_IPPROTO_UDP) || !drop_allowed(now)) {
+			bpf_ringbuf_discard(r, 0);
+			return;
+		}
+	}
+	fill_net_hdr(r, now);
+	r->start_ns = now;
+	r->event = ISO_NET_EV_DROP;
+	r->mech = ISO_NET_PROTOCOL;
+	r->reason = (__u16)reason;
+	r->bytes = BPF_CORE_READ(skb, len);
+	fill_dev(r, BPF_CORE_READ(skb, dev));
+	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+}
+
+/* Each hook twice: tp_btf (preferred) and raw_tp (fallback); the program
+ * table (agent/programs.cpp) switches one of each pair off. */
+#define ISO_NET_HOOK(tp, fn, args, body)                                                       \
+	SEC("tp_btf/" #tp) int BPF_PROG(fn##_btf, args) { const bool btf = true; (void)btf; body; return 0; } \
+	SEC("raw_tp/" #tp) int BPF_PROG(fn##_raw, args) { const bool btf = false; (void)btf; body; return 0; }
+#define ISO_NET_ARGS(...) __VA_ARGS__
+
+ISO_NET_HOOK(net_dev_queue, iso_net_dev_queue, struct sk_buff *skb, on_dev_queue(skb))
+ISO_NET_HOOK(net_dev_start_xmit, iso_net_start_xmit,
+	     ISO_NET_ARGS(const struct sk_buff *skb, const struct net_device *dev),
+	     on_start_xmit(skb, dev, btf))
+ISO_NET_HOOK(netif_receive_skb, iso_net_receive_skb, struct sk_buff *skb, on_receive(skb))
+ISO_NET_HOOK(tcp_probe, iso_net_tcp_probe, ISO_NET_ARGS(struct sock *sk, const struct sk_buff *skb),
+	     on_tcp_probe(sk, skb, btf))
+ISO_NET_HOOK(tcp_retransmit_skb, iso_net_tcp_retransmit,
+	     ISO_NET_ARGS(const struct sock *sk, const struct sk_buff *skb), on_retransmit(sk, skb))
+/* kfree_skb(skb, location, reason) since v5.17 (reason added by commit
+ * c504e5c2f964 "net: skb: introduce kfree_skb_reason()"); v6.3+ adds rx_sk
+ * as a fourth argument, which is not read. Older kernels (two arguments)
+ * fail to load this program and the loader leaves it off. */
+ISO_NET_HOOK(kfree_skb, iso_net_kfree_skb,
+	     ISO_NET_ARGS(struct sk_buff *skb, void *location, unsigned long long reason),
+	     on_kfree_skb(skb, (__u32)reason))

@@ -1,0 +1,270 @@
+"""Network slices, kernel side (bpf/net.bpf.c, docs/network.md), on real packets.
+
+A veth pair joins the host netns to a new netns; the host side carries a slow token bucket
+(`tbf rate 1mbit burst 4kb latency 400ms`), so a TCP sender from the host really queues in that
+qdisc. While `isoscope record` runs:
+  - a bulk sender pushes a few hundred KB to a receiver in the netns: QDISC records on the host
+    veth (kind "veth") with intervals of tens of ms;
+  - a client sends a small message to a receiver that sleeps 300 ms before reading: an RCVQ
+    record of >= 250 ms carrying the reading thread's tid and the netns's inode;
+  - a client sends an HTTP request with a traceparent header: an outbound TRACEPARENT record
+    (ISO_TP_F_OUTBOUND) whose parent_span_id is the header's parent-id.
+The recording is parsed here with struct (docs/abi.md, "Recording format"; bpf/include/isoscope/
+abi.h). Namespaces, qdiscs and processes are removed in every case.
+"""
+
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import unittest
+
+import isoscope_harness as h
+
+FILE_HDR = 128
+HDR = struct.Struct("<HHHHIIQQQ")  # struct iso_rec_hdr, 40 bytes
+NET = struct.Struct("<QQ16s16sHHHBBIIIHH8s16s")  # struct iso_rec_net after the header
+TP = struct.Struct("<16s8sQ16s16sHHHBBII")  # struct iso_rec_traceparent after the header
+REC_TRACEPARENT, REC_NET = 4, 5
+EV_QDISC, EV_BACKLOG, EV_RCVQ = 1, 2, 3
+NET_F_HOST_NETNS, NET_F_SOCK, NET_F_TASK = 1, 2, 4
+TP_F_OUTBOUND = 4
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+SPAN_ID = "00f067aa0ba902b7"
+
+TAG = f"{os.getpid() % 100000}"
+NETNS = f"isonet{TAG}"
+VETH_HOST = f"isoh{TAG}"
+VETH_NS = f"ison{TAG}"
+SUBNET = 10 + os.getpid() % 200
+HOST_IP = f"10.213.{SUBNET}.1"
+NS_IP = f"10.213.{SUBNET}.2"
+
+
+def sh(*cmd, check=True):
+    proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=30, check=False)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{cmd!r} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc
+
+
+def setup_net():
+    sh("ip", "netns", "add", NETNS)
+    sh("ip", "link", "add", VETH_HOST, "type", "veth", "peer", "name", VETH_NS)
+    sh("ip", "link", "set", VETH_NS, "netns", NETNS)
+    sh("ip", "addr", "add", f"{HOST_IP}/24", "dev", VETH_HOST)
+    # One MSS per skb: tbf splits a GSO skb larger than its burst into new skbs, which would not
+    # be the skb that entered the queue.
+    sh("ip", "link", "set", "dev", VETH_HOST, "gso_max_segs", "1", check=False)
+    sh("ip", "link", "set", VETH_HOST, "up")
+    sh("ip", "netns", "exec", NETNS, "ip", "addr", "add", f"{NS_IP}/24", "dev", VETH_NS)
+    sh("ip", "netns", "exec", NETNS, "ip", "link", "set", VETH_NS, "up")
+    sh("ip", "netns", "exec", NETNS, "ip", "link", "set", "lo", "up")
+    sh("tc", "qdisc", "add", "dev", VETH_HOST, "root", "tbf", "rate", "1mbit", "burst", "4kb",
+       "latency", "400ms")
+
+
+def teardown_net():
+    sh("ip", "link", "del", VETH_HOST, check=False)
+    sh("ip", "netns", "del", NETNS, check=False)
+
+
+# Receivers in the netns: print "ready <port> <tid>" once listening, then serve one connection.
+RECEIVER = textwrap.dedent(
+    """
+    import socket, sys, threading, time
+    mode = sys.argv[1]
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("0.0.0.0", 0))
+    srv.listen(4)
+    print("ready", srv.getsockname()[1], threading.get_native_id(), flush=True)
+    conn, _ = srv.accept()
+    total = 0
+    if mode == "slow":
+        time.sleep(0.3)
+    while True:
+        data = conn.recv(65536)
+        if not data:
+            break
+        total += len(data)
+        if mode == "slow" or mode == "http":
+            break
+    if mode == "http":
+        conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 0\\r\\n\\r\\n")
+    print("got", total, flush=True)
+    conn.close()
+    """
+)
+
+
+def start_receiver(mode):
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", NETNS, sys.executable, "-c", RECEIVER, mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline().split()
+    if len(line) != 3 or line[0] != "ready":
+        proc.kill()
+        raise RuntimeError(f"receiver {mode} did not start: {line!r} {proc.stderr.read()}")
+    return proc, int(line[1]), int(line[2])
+
+
+def parse_recording(path):
+    """Returns (net records, traceparent records) as dicts."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:8] != b"ISOREC\0\1":
+        raise AssertionError(f"{path}: not a recording ({data[:8]!r})")
+    nets, tps = [], []
+    off = FILE_HDR
+    while off + HDR.size <= len(data):
+        kind, size, _abi, _flags, tgid, tid, ts, cg2, _cg1 = HDR.unpack_from(data, off)
+        if size < HDR.size or off + size > len(data):
+            break
+        body = off + HDR.size
+        if kind == REC_NET and size >= HDR.size + NET.size:
+            (start, sock, saddr, daddr, sport, dport, family, event, mech, ifindex, netns, nbytes,
+             reason, flags, kind_s, name) = NET.unpack_from(data, body)
+            nets.append(dict(tgid=tgid, tid=tid, ts=ts, start=start, sock=sock, saddr=saddr,
+                             daddr=daddr, sport=sport, dport=dport, family=family, event=event,
+                             mech=mech, ifindex=ifindex, netns=netns, bytes=nbytes, reason=reason,
+                             flags=flags, kind=kind_s.split(b"\0")[0].decode(errors="replace"),
+                             dev=name.split(b"\0")[0].decode(errors="replace")))
+        elif kind == REC_TRACEPARENT and size >= HDR.size + TP.size:
+            (trace_id, span, sock, saddr, daddr, sport, dport, family, tflags, flags, fd,
+             read_index) = TP.unpack_from(data, body)
+            tps.append(dict(tgid=tgid, tid=tid, trace_id=trace_id.hex(), span=span.hex(),
+                            sport=sport, dport=dport, flags=flags, fd=fd, saddr=saddr,
+                            daddr=daddr))
+        off += size
+    return nets, tps
+
+
+class NetworkProbes(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        h.require_bpf()
+        for tool in ("ip", "tc"):
+            if subprocess.run(["which", tool], capture_output=True).returncode != 0:
+                h.skip_module(f"{tool} not installed")
+        cls.tmp = tempfile.mkdtemp(prefix="isoscope-net-")
+        cls.recording = os.path.join(cls.tmp, "net.isorec")
+        cls.procs = []
+        teardown_net()
+        try:
+            setup_net()
+            cls.run_scenario()
+        finally:
+            for p in cls.procs:
+                if p.poll() is None:
+                    p.kill()
+                p.communicate()
+            teardown_net()
+        cls.nets, cls.tps = parse_recording(cls.recording)
+        h.log(f"{len(cls.nets)} network records, {len(cls.tps)} traceparent records")
+
+    @classmethod
+    def run_scenario(cls):
+        rec = subprocess.Popen(
+            [str(h.BIN), "record", "-o", cls.recording, "--duration", "40", "--interval", "0.5"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cls.procs.append(rec)
+        time.sleep(6)  # load, verify and attach
+        if rec.poll() is not None:
+            raise AssertionError(f"isoscope record exited early: {rec.stderr.read()}")
+
+        # 1. Bulk: a few hundred KB through the 1 mbit qdisc.
+        bulk, bulk_port, _ = start_receiver("bulk")
+        cls.procs.append(bulk)
+        c = socket.create_connection((NS_IP, bulk_port), timeout=20)
+        c.sendall(b"x" * 200_000)
+        c.shutdown(socket.SHUT_WR)
+        bulk.wait(timeout=30)
+        c.close()
+        h.log(f"bulk receiver: {bulk.stdout.read().strip()}")
+
+        # 2. Slow reader: the data waits 300 ms in its receive queue.
+        slow, slow_port, slow_tid = start_receiver("slow")
+        cls.procs.append(slow)
+        cls.slow_tid = slow_tid
+        c = socket.create_connection((NS_IP, slow_port), timeout=20)
+        c.sendall(b"y" * 200)
+        slow.wait(timeout=30)
+        c.close()
+        h.log(f"slow receiver tid {slow_tid}: {slow.stdout.read().strip()}")
+
+        # 3. Outbound request with a traceparent header (send -> sendto).
+        server, http_port, _ = start_receiver("http")
+        cls.procs.append(server)
+        c = socket.create_connection((NS_IP, http_port), timeout=20)
+        cls.client_port = c.getsockname()[1]
+        c.sendall(
+            (f"GET /work HTTP/1.1\r\nHost: {NS_IP}\r\n"
+             f"traceparent: 00-{TRACE_ID}-{SPAN_ID}-01\r\n\r\n").encode())
+        c.recv(1024)
+        c.close()
+        server.wait(timeout=30)
+
+        time.sleep(1.5)  # let the recorder drain the last interval
+        rec.send_signal(signal.SIGINT)
+        try:
+            _, err = rec.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            rec.kill()
+            _, err = rec.communicate()
+        h.log(f"record: {err.strip()[-400:]}")
+        if rec.returncode != 0:
+            raise AssertionError(f"isoscope record failed ({rec.returncode}): {err}")
+
+    def test_qdisc_on_the_host_veth(self):
+        qdisc = [n for n in self.nets if n["event"] == EV_QDISC and n["dev"] == VETH_HOST]
+        waits = sorted((n["ts"] - n["start"]) / 1e6 for n in qdisc)
+        h.log(f"QDISC records on {VETH_HOST}: {len(qdisc)}, waits ms: "
+              f"{[round(w, 1) for w in waits[:: max(1, len(waits) // 10)]]}")
+        self.assertGreater(len(qdisc), 5, "no qdisc intervals on the tbf-limited veth")
+        for n in qdisc:
+            self.assertEqual(n["kind"], "veth")
+            self.assertEqual(n["mech"], 0)  # queue
+            self.assertTrue(n["flags"] & NET_F_HOST_NETNS)
+            self.assertEqual(n["family"], socket.AF_INET)
+            self.assertEqual(socket.inet_ntoa(n["daddr"][:4]), NS_IP)
+            self.assertEqual(n["tid"], 0)
+        self.assertGreaterEqual(max(waits), 10.0, "tbf at 1 mbit should queue for tens of ms")
+        self.assertLess(max(waits), 2000.0)
+
+    def test_rcvq_of_the_slow_reader(self):
+        rcvq = [n for n in self.nets if n["event"] == EV_RCVQ and n["tid"] == self.slow_tid]
+        self.assertTrue(rcvq, f"no RCVQ record for the slow reader (tid {self.slow_tid}); "
+                              f"RCVQ tids seen: {sorted({n['tid'] for n in self.nets if n['event'] == EV_RCVQ})}")
+        n = max(rcvq, key=lambda r: r["ts"] - r["start"])
+        wait_ms = (n["ts"] - n["start"]) / 1e6
+        h.log(f"RCVQ slow reader: {wait_ms:.1f} ms, {n['bytes']} bytes, netns {n['netns']}")
+        self.assertGreaterEqual(wait_ms, 250.0)
+        self.assertLess(wait_ms, 2000.0)
+        self.assertEqual(n["flags"] & (NET_F_SOCK | NET_F_TASK), NET_F_SOCK | NET_F_TASK)
+        self.assertFalse(n["flags"] & NET_F_HOST_NETNS, "the reader's socket is in its own netns")
+        self.assertEqual(n["bytes"], 200)
+        self.assertEqual(socket.inet_ntoa(n["saddr"][:4]), NS_IP)
+        self.assertEqual(socket.inet_ntoa(n["daddr"][:4]), HOST_IP)
+
+    def test_outbound_traceparent(self):
+        out = [t for t in self.tps if t["flags"] & TP_F_OUTBOUND and t["trace_id"] == TRACE_ID]
+        self.assertTrue(out, f"no outbound traceparent record; seen: {self.tps}")
+        t = out[0]
+        self.assertEqual(t["span"], SPAN_ID)
+        self.assertEqual(t["tgid"], os.getpid())
+        self.assertEqual(t["sport"], self.client_port)
+        self.assertEqual(socket.inet_ntoa(t["daddr"][:4]), NS_IP)
+
+
+if __name__ == "__main__":
+    unittest.main()
