@@ -105,10 +105,17 @@ void Produce(Shared& sh, double rate) {
   const std::uint64_t t0 = Now(CLOCK_MONOTONIC);
   std::uint64_t emitted = 0;
   std::uint64_t slot = 0;
-  const auto emit = [&](const tb::Bytes& b) {
-    iso_rec_hdr hdr;
-    std::memcpy(&hdr, b.data(), sizeof(hdr));
-    sink.OnRecord(hdr, std::span<const std::byte>(b.data(), b.size()));
+  // Records are built once with the test builders and then patched per record (the live path
+  // hands the sink ring-buffer bytes without allocating; neither does this producer).
+  const tb::Bytes tp_template = tb::Traceparent(0, 0, 0, 0, 0);
+  const tb::Bytes delay_template = tb::Delay(0, 0, 0, 0, 0);
+  iso_rec_traceparent tp;
+  iso_rec_delay delay;
+  std::memcpy(&tp, tp_template.data(), sizeof(tp));
+  std::memcpy(&delay, delay_template.data(), sizeof(delay));
+  const auto emit = [&](const auto& rec) {
+    sink.OnRecord(rec.hdr, std::span<const std::byte>(reinterpret_cast<const std::byte*>(&rec),
+                                                      sizeof(rec)));
     ++emitted;
   };
   while (!sh.stop.load(std::memory_order_relaxed)) {
@@ -127,24 +134,28 @@ void Produce(Shared& sh, double rate) {
       std::uint64_t end = std::max(now, start + 16000);
       last_end[idx] = end;
       // The request's traceparent, read by this thread at the start of the request.
-      tb::Bytes b = tb::Traceparent(tgid, tid, start + 1000, 0, 0);
-      iso_rec_traceparent tp;
-      std::memcpy(&tp, b.data(), sizeof(tp));
       corr::TraceId trace_id;
       corr::SpanId parent;
       SlotIds(slot, trace_id, parent);
+      tp.hdr.tgid = tgid;
+      tp.hdr.tid = tid;
+      tp.hdr.ts_ns = start + 1000;
+      tp.hdr.cgroup_v2_id = 1000 + tgid % 16;
       std::memcpy(tp.trace_id, trace_id.data(), sizeof(tp.trace_id));
       std::memcpy(tp.parent_span_id, parent.data(), sizeof(tp.parent_span_id));
-      tp.hdr.cgroup_v2_id = 1000 + tgid % 16;
-      emit(tb::ToBytes(tp));
+      emit(tp);
       // Delay segments in the odd eighths of the window: run queue, throttle, I/O, reclaim.
       static constexpr std::uint32_t kCauses[kDelaysPerSlot] = {
           ISO_CAUSE_CONTAINER_RUNQUEUE, ISO_CAUSE_CONTAINER_CPU_THROTTLE,
           ISO_CAUSE_APP_BLOCKED_IO, ISO_CAUSE_CONTAINER_MEMORY_RECLAIM};
       const std::uint64_t eighth = (end - start) / 8;
+      delay.hdr.tgid = tgid;
+      delay.hdr.tid = tid;
       for (int i = 0; i < kDelaysPerSlot; ++i) {
-        const std::uint64_t s = start + (2 * i + 1) * eighth;
-        emit(tb::Delay(tgid, tid, kCauses[i], s, s + eighth));
+        delay.start_ns = start + (2 * i + 1) * eighth;
+        delay.hdr.ts_ns = delay.start_ns + eighth;
+        delay.cause = kCauses[i];
+        emit(delay);
       }
       sh.ring[slot % kRing].start.store(start, std::memory_order_relaxed);
       sh.ring[slot % kRing].end.store(end, std::memory_order_relaxed);
