@@ -188,6 +188,16 @@ def bpf_ns(owned: set[int]) -> tuple[int, int]:
             sum(st[i]["run_cnt"] for i in owned if i in st))
 
 
+def bpf_progs(owned: set[int]) -> dict[str, tuple[int, int]]:
+    st = sb.prog_stats(sb.bpftool_path())
+    out: dict[str, tuple[int, int]] = {}
+    for i in owned:
+        if i in st:
+            ns, cnt = out.get(st[i]["name"], (0, 0))
+            out[st[i]["name"]] = (ns + st[i]["run_time_ns"], cnt + st[i]["run_cnt"])
+    return out
+
+
 def measure_round(cfg: str, rnd: int, a: argparse.Namespace, node_env: dict, tmp: str,
                   delay_ms: float) -> dict:
     agent = None
@@ -215,6 +225,7 @@ def measure_round(cfg: str, rnd: int, a: argparse.Namespace, node_env: dict, tmp
         m0 = metrics(mport) if agent else {}
         ag0 = (sb.proc_cpu_s(agent.proc.pid), sb.proc_schedstat_s(agent.proc.pid)) if agent else None
         b0 = bpf_ns(owned) if agent else (0, 0)
+        pr0 = bpf_progs(owned) if agent else {}
         t0 = time.monotonic()
         sv0 = sb.proc_cpu_s(spid)
         sys0 = sb.system_stat()
@@ -230,6 +241,7 @@ def measure_round(cfg: str, rnd: int, a: argparse.Namespace, node_env: dict, tmp
             time.sleep(1.0)  # the last export batch (BatchSpanProcessor: 200 ms) reaches the agent
             ag1 = (sb.proc_cpu_s(agent.proc.pid), sb.proc_schedstat_s(agent.proc.pid))
             b1 = bpf_ns(owned)
+            pr1 = bpf_progs(owned)
             m1 = metrics(mport)
             span_s = time.monotonic() - t0
             req = max(1, w["requests"])
@@ -241,6 +253,8 @@ def measure_round(cfg: str, rnd: int, a: argparse.Namespace, node_env: dict, tmp
                 "agent_bpf_ns": b1[0] - b0[0], "agent_bpf_runs": b1[1] - b0[1],
                 "agent_bpf_us_per_req": (b1[0] - b0[0]) / req / 1e3,
                 "agent_progs": len(owned),
+                "progs": {n: (pr1[n][0] - pr0.get(n, (0, 0))[0], pr1[n][1] - pr0.get(n, (0, 0))[1])
+                          for n in pr1},
                 "spans_received": msum(m1, "isoscope_otlp_spans_received_total")
                 - msum(m0, "isoscope_otlp_spans_received_total"),
                 "otlp_requests": msum(m1, "isoscope_otlp_requests_total")
@@ -332,6 +346,22 @@ def render(meta: dict, rounds: list[dict]) -> tuple[str, dict]:
     L.append(f"| spans received and enriched per second | {fmt(on_s['spans_per_s'], '{:,.0f}')} |")
     L.append(f"| spans received / requests sent (all on windows) | {on_s['spans_received']:,.0f} / {on_s['requests']:,} |")
     L.append("")
+    agg: dict[str, list] = {}
+    for r in on:
+        for n, (ns, cnt) in r.get("progs", {}).items():
+            t = agg.setdefault(n, [0, 0])
+            t[0] += ns
+            t[1] += cnt
+    if agg:
+        L.append("Agent BPF programs over the on windows (server load and the machine's other work "
+                 "together; wrk and the server share the machine):\n")
+        L.append("| program | runs per request | ns/run | µs per request |")
+        L.append("|---|---:|---:|---:|")
+        for n, (ns, cnt) in sorted(agg.items(), key=lambda kv: -kv[1][0]):
+            if cnt:
+                L.append(f"| `{n}` | {cnt / max(1, on_s['requests']):.2f} | {ns / cnt:.0f} | "
+                         f"{ns / max(1, on_s['requests']) / 1e3:.2f} |")
+        L.append("")
     L.append("Per window:\n")
     L.append("| # | config | req/s | p50 µs | p99 µs | p99.9 µs | server µs/req | agent µs/req (stat) | agent µs/req (schedstat) | BPF µs/req | spans/s | busy cores | steal s |")
     L.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
