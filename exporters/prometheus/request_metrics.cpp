@@ -1,0 +1,134 @@
+#include "exporters/prometheus/request_metrics.hpp"
+
+#include <cmath>
+#include <string_view>
+#include <utility>
+
+namespace isoscope::exporters {
+namespace {
+
+constexpr std::string_view kOverflowCgroup = "other";
+constexpr std::string_view kNone = "none";
+
+prometheus::Family<prometheus::Counter>& CounterFamily(prometheus::Registry& registry,
+                                                       const std::string& name,
+                                                       const std::string& help) {
+  return prometheus::BuildCounter().Name(name).Help(help).Register(registry);
+}
+
+prometheus::Family<prometheus::Histogram>& HistogramFamily(prometheus::Registry& registry,
+                                                           const std::string& name,
+                                                           const std::string& help) {
+  return prometheus::BuildHistogram().Name(name).Help(help).Register(registry);
+}
+
+bool Usable(double seconds) { return std::isfinite(seconds) && seconds > 0; }
+
+}  // namespace
+
+const prometheus::Histogram::BucketBoundaries& RequestMetrics::Buckets() {
+  static const prometheus::Histogram::BucketBoundaries kBuckets = {
+      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+      0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
+  return kBuckets;
+}
+
+RequestMetrics::RequestMetrics(const std::shared_ptr<prometheus::Registry>& registry,
+                               std::size_t max_workloads)
+    : max_workloads_(max_workloads),
+      delay_seconds_(HistogramFamily(
+          *registry, "isoscope_request_delay_seconds",
+          "Per request (SERVER/CONSUMER span), the seconds of each cause (shared/TAXONOMY.md) in "
+          "its breakdown, by cause and workload.")),
+      duration_seconds_(HistogramFamily(*registry, "isoscope_request_duration_seconds",
+                                        "Duration of requests (SERVER/CONSUMER spans) joined to "
+                                        "kernel evidence, by workload.")),
+      verdicts_(CounterFamily(*registry, "isoscope_span_verdicts_total",
+                              "Per-request verdicts by blamed layer and cause (\"none\" when no "
+                              "isolation cause dominated) and by how the span was bound.")),
+      enriched_(CounterFamily(*registry, "isoscope_spans_enriched_total",
+                              "SERVER/CONSUMER spans joined to kernel evidence, by binding "
+                              "(thread, process, none).")),
+      joins_incomplete_(CounterFamily(*registry, "isoscope_span_joins_incomplete_total",
+                                      "Requests joined after waiting the longest allowed without "
+                                      "the evidence reaching their spans' end.")
+                            .Add({})),
+      overflow_(CounterFamily(*registry, "isoscope_request_workloads_overflow_total",
+                              "Spans folded into the cgroup=\"other\" series of the request "
+                              "metrics because the workload limit was reached.")
+                    .Add({})) {
+  // Present from the start, so that rates of zero are visible.
+  for (auto b :
+       {correlator::Binding::kThread, correlator::Binding::kProcess, correlator::Binding::kNone}) {
+    enriched_.Add({{"binding", std::string(correlator::BindingName(b))}});
+  }
+}
+
+prometheus::Labels RequestMetrics::WorkloadLabels(const correlator::TargetInfo& target) {
+  WorkloadKey key{target.pod_uid, target.container_id, target.cgroup};
+  if (workloads_.count(key) == 0) {
+    if (workloads_.size() < max_workloads_) {
+      workloads_.insert(key);
+    } else {
+      overflow_.Increment();
+      key = WorkloadKey{"", "", std::string(kOverflowCgroup)};
+    }
+  }
+  auto& [pod_uid, container_id, cgroup] = key;
+  return {{"pod_uid", std::move(pod_uid)},
+          {"container_id", std::move(container_id)},
+          {"cgroup", std::move(cgroup)}};
+}
+
+void RequestMetrics::OnSpan(const SpanOutcome& span, const correlator::TargetInfo& workload) {
+  const correlator::SpanResult& r = span.result;
+  std::lock_guard<std::mutex> lock(mu_);
+  const prometheus::Labels labels = WorkloadLabels(workload);
+
+  for (abi::Cause c = 0; c < ISO_CAUSE_MAX; ++c) {
+    const std::string_view name = abi::CauseName(c);
+    if (name.empty() || !Usable(r.breakdown.seconds[c])) continue;
+    prometheus::Labels l = labels;
+    l.emplace("cause", name);
+    l.emplace("layer", abi::LayerName(abi::CauseLayer(c)));
+    delay_seconds_.Add(l, Buckets()).Observe(r.breakdown.seconds[c]);
+  }
+  if (Usable(span.duration_s)) duration_seconds_.Add(labels, Buckets()).Observe(span.duration_s);
+
+  prometheus::Labels v = labels;
+  v.emplace("binding", correlator::BindingName(r.binding));
+  const auto& cause = r.verdict.cause;
+  if (cause && !abi::CauseName(*cause).empty()) {
+    v.emplace("layer", abi::LayerName(abi::CauseLayer(*cause)));
+    v.emplace("cause", abi::CauseName(*cause));
+  } else {
+    v.emplace("layer", kNone);
+    v.emplace("cause", kNone);
+  }
+  verdicts_.Add(v).Increment();
+}
+
+void RequestMetrics::Advance(prometheus::Counter& counter, std::uint64_t& previous,
+                             std::uint64_t value) {
+  // EnrichStats only grow; a lower value means a new source, whose whole value is new.
+  const std::uint64_t delta = value >= previous ? value - previous : value;
+  previous = value;
+  if (delta > 0) counter.Increment(static_cast<double>(delta));
+}
+
+void RequestMetrics::SetEnrichStats(const EnrichStats& stats) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto binding = [&](correlator::Binding b) -> prometheus::Counter& {
+    return enriched_.Add({{"binding", std::string(correlator::BindingName(b))}});
+  };
+  Advance(binding(correlator::Binding::kThread), previous_.thread,
+          stats.spans_bound_thread.load(std::memory_order_relaxed));
+  Advance(binding(correlator::Binding::kProcess), previous_.process,
+          stats.spans_bound_process.load(std::memory_order_relaxed));
+  Advance(binding(correlator::Binding::kNone), previous_.none,
+          stats.spans_unbound.load(std::memory_order_relaxed));
+  Advance(joins_incomplete_, previous_.incomplete,
+          stats.joins_without_full_evidence.load(std::memory_order_relaxed));
+}
+
+}  // namespace isoscope::exporters
