@@ -150,6 +150,30 @@ struct NetBuilder {
     return *this;
   }
   Bytes Build() const { return ToBytes(rec); }
+  // An IPv6 flow: 16-byte addresses as on the wire.
+  NetBuilder& Flow6(const std::uint8_t (&saddr)[16], std::uint16_t sport,
+                    const std::uint8_t (&daddr)[16], std::uint16_t dport) {
+    rec.family = 10;
+    std::memcpy(rec.saddr, saddr, 16);
+    std::memcpy(rec.daddr, daddr, 16);
+    rec.sport = sport;
+    rec.dport = dport;
+    return *this;
+  }
+  NetBuilder& Reason(std::uint16_t reason) {
+    rec.reason = reason;
+    return *this;
+  }
+  NetBuilder& Len(std::uint32_t bytes) {
+    rec.bytes = bytes;
+    return *this;
+  }
+  NetBuilder& Netns(std::uint32_t netns_ino) {
+    rec.netns_ino = netns_ino;
+    return *this;
+  }
+  // The record itself (for APIs that take iso_rec_net, not bytes).
+  const iso_rec_net& Rec() const { return rec; }
 };
 
 }  // namespace isoscope::testing
