@@ -421,7 +421,7 @@ def main() -> int:
     stats_fd = sb.enable_stats_fd()
 
     import node_env  # tests/otlp/node_env.py
-    node_dir = a.node_dir or str(Path(a.isoscope).resolve().parent / "otlp-node")
+    node_dir = a.node_dir or str(Path(os.path.abspath(a.isoscope)).parent / "otlp-node")
     env = node_env.node_env(node_dir)
     if a.server == "otel":
         node_env.ensure(node_dir)

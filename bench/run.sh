@@ -28,6 +28,9 @@
 #   BENCH_COMPARE   a second build dir (or isoscope binary): measured as an
 #                   extra configuration "isoscope-cmp", for A/B of BPF changes
 #   BENCH_KEEP_LOGS=1 keep tracer/stress-ng logs in the temp dir
+#   BENCH_SCHED=0   skip this scheduler benchmark (run only the extra steps)
+#   BENCH_SPAN_JOIN=0, BENCH_HTTP=0, BENCH_FUZZ_SECONDS=0: skip the extra steps
+#                   (span-join throughput, wrk HTTP off/on, longer fuzz runs; see the end)
 #
 # kernel.bpf_stats_enabled is set to 1 for the run and restored to its
 # previous value on every exit path (normal, error, Ctrl-C, SIGTERM).
@@ -94,17 +97,80 @@ fi
 
 echo "bench: $cmdline" >&2
 
-# In the background + wait, so a signal to this script runs the trap at once.
-python3 "$here/sched_bench.py" \
-	--isoscope "$bin" --bt-script "$here/runqlat-noinclude.bt" \
-	--duration "$duration" --rounds "$rounds" --workers "$workers" --interval "$interval" \
-	--quiet-wait "$quiet_wait" --nice "$nice" --retries "$retries" \
-	--out-dir "$out" --command "$cmdline" --stats-prev "$stats_prev" "${extra[@]}" &
-helper_pid=$!
-set +e
-wait "$helper_pid"
-rc=$?
-set -e
-helper_pid=
-echo "bench: command: $cmdline" >&2
-exit "$rc"
+# Runs one step in the background + wait, so a signal to this script runs the trap at once.
+worst=0
+step() {
+	"$@" &
+	helper_pid=$!
+	set +e
+	wait "$helper_pid"
+	local rc=$?
+	set -e
+	helper_pid=
+	((rc > worst)) && worst=$rc
+	return 0
+}
+
+if [[ ${BENCH_SCHED:-1} != 0 ]]; then
+	step python3 "$here/sched_bench.py" \
+		--isoscope "$bin" --bt-script "$here/runqlat-noinclude.bt" \
+		--duration "$duration" --rounds "$rounds" --workers "$workers" --interval "$interval" \
+		--quiet-wait "$quiet_wait" --nice "$nice" --retries "$retries" \
+		--out-dir "$out" --command "$cmdline" --stats-prev "$stats_prev" "${extra[@]}"
+	echo "bench: command: $cmdline" >&2
+fi
+
+# ---- Extra steps (docs/benchmarks.md, "Horizontal axis (OTLP) benchmark") ----
+#   BENCH_SPAN_JOIN=0  skip span_join_bench (built here: cmake --build BUILD --target
+#                      span_join_bench; BENCH_SPAN_JOIN_SECONDS 5, BENCH_SPAN_JOIN_RATE 600000
+#                      background records/s, BENCH_SPAN_JOIN_LAG 200 requests per thread
+#                      between a span's end and its join; runs at BENCH_NICE like the load)
+#   BENCH_HTTP=0       skip bench/http_bench.py (wrk against a real HTTP server, agent off vs
+#                      on; its BENCH_HTTP_* knobs are in that script)
+#   BENCH_FUZZ_SECONDS seconds per libFuzzer target found as BUILD/tests/fuzz/*_fuzzer
+#                      (default 60; 0 skips)
+#   BENCH_SCHED=0      skip the scheduler benchmark above
+today=$(date +%F)
+mkdir -p "$out"
+if [[ ${BENCH_SPAN_JOIN:-1} != 0 ]]; then
+	if step cmake --build "$build" --target span_join_bench >"$out/.span-join-build.log" 2>&1 &&
+		[[ -x $build/bench/span_join_bench ]]; then
+		sj_cmd="$build/bench/span_join_bench --seconds ${BENCH_SPAN_JOIN_SECONDS:-5} --rate ${BENCH_SPAN_JOIN_RATE:-600000} --lag-rounds ${BENCH_SPAN_JOIN_LAG:-200}"
+		echo "bench: $sj_cmd" >&2
+		# shellcheck disable=SC2086
+		step sh -c "echo $nice >/proc/self/autogroup 2>/dev/null; exec nice -n $nice $sj_cmd" \
+			>"$out/span-join-$today.txt"
+		cat "$out/span-join-$today.txt"
+	else
+		echo "bench: span_join_bench did not build (see $out/.span-join-build.log)" >&2
+		worst=1
+	fi
+fi
+if [[ ${BENCH_HTTP:-1} != 0 ]]; then
+	for t in wrk node; do
+		command -v "$t" >/dev/null || { echo "bench: $t not found (scripts/install-deps.sh)" >&2; exit 1; }
+	done
+	export BENCH_HTTP_NICE=${BENCH_HTTP_NICE:-$nice}  # BENCH_NICE unless set
+	http_cmd="BENCH_HTTP_RATE=${BENCH_HTTP_RATE:-2000} BENCH_HTTP_DURATION=${BENCH_HTTP_DURATION:-10} BENCH_HTTP_ROUNDS=${BENCH_HTTP_ROUNDS:-3} BENCH_HTTP_SERVER=${BENCH_HTTP_SERVER:-otel} BENCH_HTTP_NICE=$BENCH_HTTP_NICE bench/run.sh $1"
+	echo "bench: $http_cmd" >&2
+	step python3 "$here/http_bench.py" --isoscope "$bin" --out-dir "$out" --command "$http_cmd"
+fi
+fuzz_s=${BENCH_FUZZ_SECONDS:-60}
+if [[ $fuzz_s != 0 ]]; then
+	for fz in "$build"/tests/fuzz/*_fuzzer; do
+		[[ -x $fz && -f $fz ]] || continue
+		name=$(basename "$fz" _fuzzer)
+		work=$(mktemp -d /tmp/isoscope-fuzz-XXXXXX)
+		mkdir -p "$work/corpus" "$work/artifacts"
+		cp "$build/tests/fuzz/seeds/$name"/* "$work/corpus/" 2>/dev/null || true
+		echo "bench: fuzz $name for ${fuzz_s}s (artifacts: $work/artifacts)" >&2
+		step "$fz" -max_total_time="$fuzz_s" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+			-artifact_prefix="$work/artifacts/" "$work/corpus"
+		if compgen -G "$work/artifacts/*" >/dev/null; then
+			echo "bench: fuzz $name found a crash: kept in $work/artifacts" >&2
+		else
+			rm -rf "$work"
+		fi
+	done
+fi
+exit "$worst"
