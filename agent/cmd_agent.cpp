@@ -1,5 +1,7 @@
 // isoscope agent: node-wide daemon exporting Prometheus metrics.
+#include <algorithm>
 #include <cstdio>
+#include <mutex>
 
 #include <spdlog/spdlog.h>
 
@@ -7,8 +9,10 @@
 #include "collectors/container/thread_table.hpp"
 #include "commands.hpp"
 #include "correlator/aggregate.hpp"
+#include "exporters/otlp/otlp_metrics_bridge.hpp"
 #include "exporters/otlp/otlp_pipeline.hpp"
 #include "exporters/prometheus/prometheus_exporter.hpp"
+#include "exporters/prometheus/request_metrics.hpp"
 #include "live_source.hpp"
 #include "span_enricher.hpp"
 
@@ -40,8 +44,8 @@ Result<std::unique_ptr<otlp::OtlpPipeline>> StartOtlp(const AgentOptions& o,
   std::unique_ptr<otlp::OtlpPipeline> none;
   if (o.otlp_listen.empty()) {
     if (!o.otlp_endpoint.empty()) {
-      spdlog::warn("--otlp-endpoint {} has nothing to forward: the OTLP receiver is off",
-                   o.otlp_endpoint);
+      spdlog::warn("--otlp-endpoint {} gets no spans: the OTLP receiver is off{}", o.otlp_endpoint,
+                   o.otlp_metrics_interval_s > 0 ? " (the agent's metrics are still sent)" : "");
     }
     return none;
   }
@@ -62,6 +66,25 @@ Result<std::unique_ptr<otlp::OtlpPipeline>> StartOtlp(const AgentOptions& o,
   return std::move(*pipeline);
 }
 
+// Pushes the agent's metrics to --otlp-endpoint every --otlp-metrics-interval seconds; null when
+// there is no endpoint or the interval is 0.
+Result<std::unique_ptr<otlp::MetricsPusher>> StartMetricsPush(
+    const AgentOptions& o, const exporters::PrometheusExporter& prom) {
+  if (o.otlp_endpoint.empty() || !(o.otlp_metrics_interval_s > 0)) {
+    return std::unique_ptr<otlp::MetricsPusher>();
+  }
+  otlp::PusherOptions po;
+  po.interval = std::chrono::milliseconds(
+      std::max<std::int64_t>(1, static_cast<std::int64_t>(o.otlp_metrics_interval_s * 1000)));
+  po.bridge.host_name = otlp::HostName();
+  po.bridge.start_time_unix_nano = otlp::UnixNanoNow();
+  po.exporter.endpoint = o.otlp_endpoint;
+  // One snapshot holds every series; room for a few while the collector is away.
+  po.exporter.max_queue_points = std::size_t{1} << 16;
+  po.exporter.max_batch_points = std::size_t{1} << 14;
+  return otlp::MetricsPusher::Start(prom.registry(), po);
+}
+
 }  // namespace
 
 int RunAgent(const AgentOptions& o) {
@@ -71,6 +94,12 @@ int RunAgent(const AgentOptions& o) {
     return kExitFailure;
   }
   CgroupResolver resolver(*mounts);
+  // The resolver is used by the interval callback and by the enricher's gRPC threads.
+  std::mutex resolver_mu;
+  auto describe = [&resolver, &resolver_mu](correlator::WorkloadKey key) {
+    std::lock_guard<std::mutex> lock(resolver_mu);
+    return resolver.Describe(key.id, key.v1);
+  };
 
   exporters::PrometheusExporter prom(o.max_workloads);
   if (auto served = prom.Serve(o.metrics_addr); !served) {
@@ -82,12 +111,25 @@ int RunAgent(const AgentOptions& o) {
   correlator::EvidenceStore evidence;
   correlator::EvidenceSink evidence_sink(evidence);
   EnrichStats enrich_stats;
-  auto otlp_pipeline =
-      StartOtlp(o, prom, [&evidence, &enrich_stats](otlp::TraceRequest& req, const otlp::PeerInfo&) {
-        EnrichSpans(req, evidence, enrich_stats);
-      });
+  exporters::RequestMetrics request_metrics(prom.registry(), o.max_workloads);
+  const SpanObserver observe_span = [&](const SpanOutcome& span) {
+    correlator::TargetInfo workload;  // unknown: empty labels
+    if (span.result.cgroup_v2_id != 0 || span.result.cgroup_v1_cpu_id != 0) {
+      workload =
+          describe(correlator::WorkloadOf(span.result.cgroup_v2_id, span.result.cgroup_v1_cpu_id));
+    }
+    request_metrics.OnSpan(span, workload);
+  };
+  auto otlp_pipeline = StartOtlp(o, prom, [&](otlp::TraceRequest& req, const otlp::PeerInfo&) {
+    EnrichSpans(req, evidence, enrich_stats, observe_span);
+  });
   if (!otlp_pipeline) {
     std::fprintf(stderr, "isoscope agent: %s\n", otlp_pipeline.error().message.c_str());
+    return kExitUsage;
+  }
+  auto metrics_push = StartMetricsPush(o, prom);
+  if (!metrics_push) {
+    std::fprintf(stderr, "isoscope agent: %s\n", metrics_push.error().message.c_str());
     return kExitUsage;
   }
 
@@ -119,7 +161,7 @@ int RunAgent(const AgentOptions& o) {
     std::vector<correlator::IntervalReport> reports;
     for (auto& [key, breakdown] : correlator::AggregateByCgroup(sample)) {
       correlator::IntervalReport r;
-      r.target = resolver.Describe(key.id, key.v1);
+      r.target = describe(key);
       r.start_ns = sample.start_ns;
       r.end_ns = sample.end_ns;
       r.breakdown = breakdown;
@@ -130,8 +172,7 @@ int RunAgent(const AgentOptions& o) {
     evidence.Expire(sample.end_ns);
     for (const auto& d : sample.delays) {
       const auto key = correlator::WorkloadOf(d.hdr.cgroup_v2_id, d.hdr.cgroup_v1_cpu_id);
-      prom.OnDelay(d.cause, static_cast<double>(d.hdr.ts_ns - d.start_ns) / 1e9,
-                   resolver.Describe(key.id, key.v1));
+      prom.OnDelay(d.cause, static_cast<double>(d.hdr.ts_ns - d.start_ns) / 1e9, describe(key));
     }
   });
 
@@ -139,6 +180,7 @@ int RunAgent(const AgentOptions& o) {
   while (true) {
     auto more = (*live)->NextInterval(sink);
     prom.SetSelfStats(CollectSelfStats((*live)->stats(), (*live)->probes()));
+    request_metrics.SetEnrichStats(enrich_stats);
     if (!more) {
       spdlog::error("{}", more.error().message);
       return kExitFailure;
@@ -146,6 +188,8 @@ int RunAgent(const AgentOptions& o) {
     if (!*more) break;
   }
   if (*otlp_pipeline) (*otlp_pipeline)->Stop();  // flushes the export queue (bounded)
+  request_metrics.SetEnrichStats(enrich_stats);
+  if (*metrics_push) (*metrics_push)->Stop();  // a last push with the totals (bounded)
   spdlog::info("agent stopping: probes detached");
   return kExitOk;
 }

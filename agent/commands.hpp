@@ -56,6 +56,8 @@ struct AgentOptions {
   bool otlp_listen_given = false;
   std::string otlp_endpoint;
   std::size_t otlp_queue = 8192;
+  // Seconds between pushes of the agent's own metrics to otlp_endpoint (0 = never).
+  double otlp_metrics_interval_s = 10;
 };
 int RunAgent(const AgentOptions& options);
 

@@ -70,6 +70,11 @@ int main(int argc, char** argv) {
   agent_cmd->add_option("--otlp-queue", agent.otlp_queue, "spans queued for export at most")
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 24));
+  agent_cmd
+      ->add_option("--otlp-metrics-interval", agent.otlp_metrics_interval_s,
+                   "seconds between pushes of the agent's metrics to --otlp-endpoint (0: off)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 86400.0));
   add_common(agent_cmd, agent.common);
 
   try {

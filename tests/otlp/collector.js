@@ -9,7 +9,10 @@
 //   {"traceId","spanId","parentSpanId" (hex, "" for roots),"name","kind","flags",
 //    "startTimeUnixNano","endTimeUnixNano" (decimal strings),"attributes":{},"resource":{},
 //    "scope","peer","seq" (request number),"receivedAtMs"}
-// and one {"metricPoints": n, ...} line per metrics request. Bodies that do not decode are
+// and one line per metrics request: {"metricPoints": n, "metrics": [names], "peer", "detail": [{"name",
+// "type" (gauge, sum, histogram, ...), "resource", "scope", "aggregationTemporality",
+// "isMonotonic", "points": [{"attributes", "startTimeUnixNano", "timeUnixNano", "value",
+// "count", "sum", "bucketCounts", "explicitBounds"}]}]}. Bodies that do not decode are
 // answered with INVALID_ARGUMENT. SIGTERM/SIGINT stop it.
 'use strict';
 
@@ -34,6 +37,8 @@ if (!out) {
 
 const hex = (b) => (b ? Buffer.from(b).toString('hex') : '');
 const str = (v) => (v == null ? '' : v.toString());
+// fixed64/sfixed64 decode as Long objects when long.js is present, else as numbers.
+const num = (v) => (v == null ? null : Number(v.toString()));
 
 function anyValue(v) {
   if (!v) return null;
@@ -113,17 +118,41 @@ function exportMetrics(call, callback) {
   }
   let points = 0;
   const names = [];
+  const detail = [];
   for (const rm of req.resourceMetrics || []) {
+    const resource = attrs(rm.resource && rm.resource.attributes);
     for (const sm of rm.scopeMetrics || []) {
       for (const m of sm.metrics || []) {
         names.push(m.name);
         for (const kind of ['gauge', 'sum', 'histogram', 'exponentialHistogram', 'summary']) {
-          if (m[kind]) points += (m[kind].dataPoints || []).length;
+          if (!m[kind]) continue;
+          const dps = m[kind].dataPoints || [];
+          points += dps.length;
+          detail.push({
+            name: m.name,
+            type: kind,
+            resource,
+            scope: sm.scope ? sm.scope.name : '',
+            aggregationTemporality: m[kind].aggregationTemporality || 0,
+            isMonotonic: !!m[kind].isMonotonic,
+            points: dps.map((p) => ({
+              attributes: attrs(p.attributes),
+              startTimeUnixNano: str(p.startTimeUnixNano),
+              timeUnixNano: str(p.timeUnixNano),
+              value: p.asDouble != null ? p.asDouble : num(p.asInt),
+              count: num(p.count),
+              sum: p.sum != null ? p.sum : null,
+              bucketCounts: (p.bucketCounts || []).map(num),
+              explicitBounds: p.explicitBounds || [],
+            })),
+          });
         }
       }
     }
   }
-  fs.appendFileSync(out, JSON.stringify({ metricPoints: points, metrics: names, peer: call.getPeer() }) + '\n');
+  fs.appendFileSync(out, JSON.stringify({
+    metricPoints: points, metrics: names, detail, peer: call.getPeer(),
+  }) + '\n');
   callback(null, {});
 }
 
