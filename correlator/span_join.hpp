@@ -2,9 +2,17 @@
 //
 // Evidence kept, bounded in time and memory: per thread, the streamed delay
 // segments (ISO_REC_DELAY), and the trace-context bindings seen on inbound
-// requests (ISO_REC_TRACEPARENT). A span is bound, best first, to: the thread
-// that read the request carrying its trace context ("thread"); the process
-// named by its resource (`process.pid`, "process"); or nothing ("none").
+// requests and outbound calls (ISO_REC_TRACEPARENT). A span is bound, best
+// first, to: the thread that read the request carrying its trace context, or,
+// for a CLIENT/PRODUCER span, the thread that wrote the request carrying the
+// span's own id ("thread"); the process named by its resource (`process.pid`,
+// "process"); the processes of the container or pod named by its resource
+// (`container.id` "container", `k8s.pod.uid` "pod"); the process at the other
+// end of the OTLP connection ("peer"); or nothing ("none").
+//
+// Network intervals of the bound socket's flow (docs/network.md) are laid over
+// the bound thread's timeline: they take the moments the thread spent in its
+// own (`app`) time, never those the isolation stack held it.
 // Spans may arrive seconds late and out of order: evidence is kept for
 // `window` (default 60 s) on the kernel's boot clock.
 #pragma once
@@ -14,6 +22,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -29,8 +38,30 @@ namespace isoscope::correlator {
 using TraceId = std::array<std::uint8_t, 16>;
 using SpanId = std::array<std::uint8_t, 8>;
 
-enum class Binding { kNone, kThread, kProcess };
+enum class Binding { kNone, kThread, kProcess, kContainer, kPod, kPeer };
 std::string_view BindingName(Binding binding);
+
+// The socket a bound request was read from or written to, as the kernel saw it
+// (iso_rec_traceparent): addresses as on the wire, ports in host order.
+struct SocketTuple {
+  std::uint64_t sock = 0;
+  std::uint16_t family = 0;
+  std::array<std::uint8_t, 16> local{};
+  std::array<std::uint8_t, 16> peer{};
+  std::uint16_t local_port = 0;
+  std::uint16_t peer_port = 0;
+};
+
+// One classified network interval of a flow (collectors/network).
+struct NetPiece {
+  std::uint64_t start_ns = 0;
+  std::uint64_t end_ns = 0;
+  abi::Cause cause = 0;  // a network.<slice>.<mechanism> cause
+};
+// The network intervals of the socket's flow overlapping [start, end).
+using NetLookup = std::function<std::vector<NetPiece>(const SocketTuple& socket,
+                                                      std::uint64_t start_ns,
+                                                      std::uint64_t end_ns)>;
 
 struct SpanQuery {
   TraceId trace_id{};
@@ -39,6 +70,13 @@ struct SpanQuery {
   std::uint64_t start_boot_ns = 0;  // span start on the boot clock
   std::uint64_t end_boot_ns = 0;
   std::optional<std::uint32_t> resource_pid;  // process.pid resource attribute
+  // A CLIENT/PRODUCER span: bound through the outbound request carrying its
+  // own span id, not through an inbound one carrying its parent.
+  bool outbound = false;
+  // Weaker bindings, tried after resource_pid: processes known to belong to
+  // the span's container, pod, or OTLP peer (binding says which).
+  std::vector<std::uint32_t> candidate_tgids;
+  Binding candidate_binding = Binding::kNone;
 };
 
 struct SpanResult {
@@ -48,6 +86,7 @@ struct SpanResult {
   std::uint64_t cgroup_v2_id = 0;
   std::uint64_t cgroup_v1_cpu_id = 0;
   std::vector<std::uint32_t> tids;  // threads whose evidence was used
+  std::optional<SocketTuple> socket;  // with a thread binding
   Breakdown breakdown;
   Verdict verdict;
 };
@@ -74,7 +113,11 @@ class EvidenceStore {
   // Forgets evidence older than now - window.
   void Expire(std::uint64_t now_boot_ns);
 
-  SpanResult Join(const SpanQuery& span) const;
+  // `net`, when set, supplies the network intervals of the bound socket's flow.
+  SpanResult Join(const SpanQuery& span, const NetLookup& net = {}) const;
+  // Processes with evidence whose cgroups satisfy `match` (v2 id, v1 cpu id).
+  std::vector<std::uint32_t> ProcessesWhere(
+      const std::function<bool(std::uint64_t, std::uint64_t)>& match) const;
   EvidenceStats stats() const;
 
   // How far the evidence reaches: all kernel records from before this boot
@@ -97,13 +140,18 @@ class EvidenceStore {
     std::uint64_t ts_ns;
     std::uint64_t cgroup_v2_id;
     std::uint64_t cgroup_v1_cpu_id;
+    SocketTuple socket;
   };
   // Seconds per cause of one thread over [start, end): streamed segments,
   // the rest counted as app.on_cpu (short delays below the stream threshold
-  // included; documented in docs/otlp-correlation.md).
+  // included; documented in docs/otlp-correlation.md). Network intervals take
+  // the thread's app time they cover.
   void AddThreadWindow(std::uint32_t tid, std::uint64_t start, std::uint64_t end,
-                       Breakdown& out) const;
-  static std::string BindingKey(const TraceId& trace, const SpanId& parent);
+                       const std::vector<NetPiece>& net, Breakdown& out) const;
+  // Averages the threads of `tgids` over the span; false if none has evidence.
+  bool JoinProcesses(const std::vector<std::uint32_t>& tgids, const SpanQuery& span,
+                     SpanResult& r) const;
+  static std::string BindingKey(const TraceId& trace, const SpanId& parent, bool outbound);
 
   Limits limits_;
   mutable std::mutex mu_;
@@ -111,7 +159,8 @@ class EvidenceStore {
   std::uint64_t watermark_ns_ = 0;
   std::unordered_map<std::uint32_t, std::deque<Segment>> segments_;  // by tid, ordered by end
   std::unordered_map<std::uint32_t, std::vector<std::uint32_t>> threads_of_;  // tgid -> tids
-  std::map<std::string, BindingRec> bindings_;                                // trace+parent
+  std::unordered_map<std::uint32_t, std::pair<std::uint64_t, std::uint64_t>> cgroups_of_;  // tgid
+  std::map<std::string, BindingRec> bindings_;  // direction + trace + parent (or own span id)
   std::deque<std::pair<std::uint64_t, std::string>> binding_order_;
   std::size_t segment_count_ = 0;
   EvidenceStats stats_;

@@ -44,6 +44,7 @@ std::string_view DropReasonName(DropReason reason);
 
 struct SignalStats {
   std::uint64_t received = 0;   // items handed to Enqueue
+  std::uint64_t generated = 0;  // items the agent added itself (child spans per cause)
   std::uint64_t forwarded = 0;  // items the collector accepted
   std::array<std::uint64_t, kDropReasonCount> dropped{};
   std::uint64_t queued = 0;         // items waiting in the queue (at most the queue bound)
@@ -58,7 +59,7 @@ struct SignalStats {
   [[nodiscard]] std::uint64_t DroppedTotal() const;
   [[nodiscard]] std::uint64_t InQueue() const { return queued + in_flight; }
   [[nodiscard]] bool Balanced() const {
-    return received == forwarded + DroppedTotal() + queued + in_flight;
+    return received + generated == forwarded + DroppedTotal() + queued + in_flight;
   }
 };
 

@@ -29,6 +29,7 @@ struct OtlpPipeline::Metrics {
   struct Signal {
     prometheus::Counter* received;
     prometheus::Counter* forwarded;
+    prometheus::Counter* generated;
     std::array<prometheus::Counter*, kDropReasonCount> dropped;
     prometheus::Gauge* queued;
     prometheus::Gauge* in_flight;
@@ -53,6 +54,8 @@ struct OtlpPipeline::Metrics {
                                    "Spans received over OTLP (in requests that decoded).");
     auto& span_forwarded = Counters(r, "isoscope_otlp_spans_forwarded_total",
                                     "Spans accepted by the upstream collector.");
+    auto& span_generated = Counters(r, "isoscope_otlp_spans_generated_total",
+                                    "Spans the agent added itself (child spans per cause).");
     auto& span_dropped = Counters(r, "isoscope_otlp_spans_dropped_total",
                                   "Spans received but not forwarded, by reason.");
     auto& span_queue = Gauges(r, "isoscope_otlp_queue_spans",
@@ -71,9 +74,10 @@ struct OtlpPipeline::Metrics {
                                "Metric data points in the batch being exported or retried.");
     auto fill = [&](Signal& s, const std::string& signal, CounterFamily& received,
                     CounterFamily& forwarded, CounterFamily& dropped, GaugeFamily& queue,
-                    GaugeFamily& inflight) {
+                    GaugeFamily& inflight, prometheus::Counter* generated) {
       s.received = &received.Add({});
       s.forwarded = &forwarded.Add({});
+      s.generated = generated;
       for (std::size_t i = 0; i < kDropReasonCount; ++i) {
         s.dropped[i] =
             &dropped.Add({{"reason", std::string(DropReasonName(static_cast<DropReason>(i)))}});
@@ -85,8 +89,9 @@ struct OtlpPipeline::Metrics {
       s.retries = &retries.Add({{"signal", signal}});
       s.failures = &failures.Add({{"signal", signal}});
     };
-    fill(spans, "traces", span_received, span_forwarded, span_dropped, span_queue, span_inflight);
-    fill(points, "metrics", pt_received, pt_forwarded, pt_dropped, pt_queue, pt_inflight);
+    fill(spans, "traces", span_received, span_forwarded, span_dropped, span_queue, span_inflight,
+         &span_generated.Add({}));
+    fill(points, "metrics", pt_received, pt_forwarded, pt_dropped, pt_queue, pt_inflight, nullptr);
   }
 
   void Advance(prometheus::Counter* c, std::uint64_t value) {
@@ -98,6 +103,7 @@ struct OtlpPipeline::Metrics {
   void Update(Signal& m, const SignalStats& s, std::uint64_t requests, std::uint64_t invalid) {
     Advance(m.received, s.received);
     Advance(m.forwarded, s.forwarded);
+    if (m.generated) Advance(m.generated, s.generated);
     for (std::size_t i = 0; i < kDropReasonCount; ++i) Advance(m.dropped[i], s.dropped[i]);
     m.queued->Set(static_cast<double>(s.queued));
     m.in_flight->Set(static_cast<double>(s.in_flight));
@@ -170,7 +176,12 @@ void OtlpPipeline::Stop() {
 }
 
 void OtlpPipeline::OnExport(TraceRequest&& req, const PeerInfo& peer) {
-  if (enricher_) enricher_(req, peer);
+  if (enricher_) {
+    const std::size_t before = CountSpans(req);
+    enricher_(req, peer);
+    const std::size_t after = CountSpans(req);
+    if (after > before) spans_generated_.fetch_add(after - before, std::memory_order_relaxed);
+  }
   if (exporter_) {
     exporter_->Enqueue(std::move(req));
   } else {
@@ -195,6 +206,7 @@ PipelineStats OtlpPipeline::Stats() const {
   }
   // The receiver saw more than the exporter: the spans it removed, and those with no endpoint.
   s.spans.received = s.receiver.spans;
+  s.spans.generated = spans_generated_.load(std::memory_order_relaxed);
   s.spans.dropped[static_cast<std::size_t>(DropReason::kInvalid)] += s.receiver.invalid_spans;
   s.spans.dropped[static_cast<std::size_t>(DropReason::kNoEndpoint)] +=
       spans_no_endpoint_.load(std::memory_order_relaxed);

@@ -11,6 +11,7 @@
 //   isoscope_otlp_requests_invalid_total{signal}   requests that did not decode (INVALID_ARGUMENT)
 //   isoscope_otlp_spans_received_total             spans in decoded requests
 //   isoscope_otlp_spans_forwarded_total            spans the upstream collector accepted
+//   isoscope_otlp_spans_generated_total            child spans the enricher added
 //   isoscope_otlp_spans_dropped_total{reason}      DropReasonName(): queue_full,
 //                                                  rejected_by_collector, non_retryable,
 //                                                  retry_exhausted, shutdown, invalid, no_endpoint
@@ -20,7 +21,7 @@
 //   isoscope_otlp_queue_metric_points isoscope_otlp_export_retries_total{signal},
 //   isoscope_otlp_export_failures_total{signal}
 //
-// and received == forwarded + dropped + queue + inflight for spans and for data points once no
+// and received (+ generated) == forwarded + dropped + queue + inflight for spans and for data points once no
 // request is being handled (PipelineStats).
 #pragma once
 
@@ -112,6 +113,7 @@ class OtlpPipeline final : public SpanSink, public MetricSink {
   std::unique_ptr<OtlpExporter> exporter_;
   std::unique_ptr<OtlpReceiver> receiver_;
   std::atomic<std::uint64_t> spans_no_endpoint_{0};
+  std::atomic<std::uint64_t> spans_generated_{0};  // added by the enricher
   std::atomic<std::uint64_t> points_no_endpoint_{0};
 
   std::unique_ptr<Metrics> metrics_;

@@ -187,3 +187,105 @@ TEST(SpanJoin, WaitForWatermarkReturnsOnceEvidenceReachesTheSpanEnd) {
 
 }  // namespace
 }  // namespace isoscope::correlator
+
+namespace isoscope::correlator {
+namespace {
+
+testing::Bytes Outbound(std::uint32_t tgid, std::uint32_t tid, std::uint64_t ts, std::uint8_t trace,
+                        std::uint8_t own_span) {
+  auto bytes = testing::Traceparent(tgid, tid, ts, trace, own_span);
+  reinterpret_cast<iso_rec_traceparent*>(bytes.data())->flags |= ISO_TP_F_OUTBOUND;
+  reinterpret_cast<iso_rec_traceparent*>(bytes.data())->sport = 40000;
+  return bytes;
+}
+
+SpanQuery ClientSpan(std::uint8_t trace_seed, std::uint8_t span_seed, std::uint64_t start,
+                     std::uint64_t end) {
+  SpanQuery q = Span(trace_seed, 0, start, end);
+  q.parent_span_id = {};
+  for (std::size_t i = 0; i < q.span_id.size(); ++i) q.span_id[i] = span_seed + i;
+  q.outbound = true;
+  return q;
+}
+
+constexpr abi::Cause kPodQueue = abi::NetworkCause(ISO_SLICE_POD, ISO_NET_QUEUE);
+constexpr abi::Cause kPodProtocol = abi::NetworkCause(ISO_SLICE_POD, ISO_NET_PROTOCOL);
+
+TEST(SpanJoinNetwork, ClientSpanBindsThroughTheOutboundRequestCarryingItsOwnId) {
+  EvidenceStore store;
+  // The client thread 201 wrote a request carrying span 0x70, then slept
+  // waiting for the answer from 10 to 110 ms.
+  Feed(store, {Outbound(200, 201, 1 * kMs, 0x20, 0x70),
+               testing::Delay(200, 201, ISO_CAUSE_APP_BLOCKED_OTHER, 10 * kMs, 110 * kMs)});
+  // An inbound lookup with the same ids must not match an outbound record.
+  EXPECT_EQ(store.Join(Span(0x20, 0x70, 0, 120 * kMs)).binding, Binding::kNone);
+
+  std::vector<SocketTuple> asked;
+  NetLookup net = [&](const SocketTuple& s, std::uint64_t a, std::uint64_t b) {
+    asked.push_back(s);
+    EXPECT_EQ(a, 0u);
+    EXPECT_EQ(b, 120 * kMs);
+    // Queued 20-80 ms; a retransmission wait 60-100 ms overlaps and wins.
+    return std::vector<NetPiece>{{20 * kMs, 80 * kMs, kPodQueue}, {60 * kMs, 100 * kMs, kPodProtocol}};
+  };
+  auto r = store.Join(ClientSpan(0x20, 0x70, 0, 120 * kMs), net);
+  ASSERT_EQ(r.binding, Binding::kThread);
+  ASSERT_EQ(asked.size(), 1u);
+  EXPECT_EQ(asked[0].local_port, 40000);
+  ASSERT_TRUE(r.socket);
+  EXPECT_NEAR(r.breakdown.seconds[kPodQueue], 0.040, 1e-9);
+  EXPECT_NEAR(r.breakdown.seconds[kPodProtocol], 0.040, 1e-9);
+  // Blocked 10-110 minus the 80 ms taken by the network; on-CPU 0-10, 110-120.
+  EXPECT_NEAR(r.breakdown.seconds[ISO_CAUSE_APP_BLOCKED_OTHER], 0.020, 1e-9);
+  EXPECT_NEAR(r.breakdown.seconds[ISO_CAUSE_APP_ON_CPU], 0.020, 1e-9);
+  double total = 0;
+  for (double s : r.breakdown.seconds) total += s;
+  EXPECT_NEAR(total, 0.120, 1e-9);  // one partition of the span
+  ASSERT_TRUE(r.verdict.cause);
+  EXPECT_EQ(abi::CauseLayer(*r.verdict.cause), abi::Layer::kNetwork);
+}
+
+TEST(SpanJoinNetwork, TheIsolationStackKeepsItsTimeOverWaitingData) {
+  EvidenceStore store;
+  // Server thread throttled 0-70 ms while its request's data waited 0-90 ms.
+  Feed(store, {testing::Traceparent(300, 301, 0, 0x30, 0x31),
+               testing::Delay(300, 301, ISO_CAUSE_CONTAINER_CPU_THROTTLE, 0, 70 * kMs)});
+  NetLookup net = [](const SocketTuple&, std::uint64_t, std::uint64_t) {
+    return std::vector<NetPiece>{{0, 90 * kMs, kPodQueue}};
+  };
+  auto r = store.Join(Span(0x30, 0x31, 0, 100 * kMs), net);
+  EXPECT_NEAR(r.breakdown.seconds[ISO_CAUSE_CONTAINER_CPU_THROTTLE], 0.070, 1e-9);
+  EXPECT_NEAR(r.breakdown.seconds[kPodQueue], 0.020, 1e-9);
+  EXPECT_NEAR(r.breakdown.seconds[ISO_CAUSE_APP_ON_CPU], 0.010, 1e-9);
+  ASSERT_TRUE(r.verdict.cause);
+  EXPECT_EQ(*r.verdict.cause, static_cast<abi::Cause>(ISO_CAUSE_CONTAINER_CPU_THROTTLE));
+}
+
+TEST(SpanJoinNetwork, ContainerAndPeerCandidatesBindWithTheirOwnNameAndLowerConfidence) {
+  EvidenceStore store;
+  auto throttled = testing::Delay(400, 401, ISO_CAUSE_CONTAINER_CPU_THROTTLE, 0, 50 * kMs);
+  reinterpret_cast<iso_rec_hdr*>(throttled.data())->cgroup_v2_id = 77;
+  Feed(store, {throttled, testing::Delay(500, 501, ISO_CAUSE_APP_BLOCKED_IO, 0, 5 * kMs)});
+  auto tgids = store.ProcessesWhere([](std::uint64_t v2, std::uint64_t) { return v2 == 77; });
+  ASSERT_EQ(tgids, std::vector<std::uint32_t>{400});
+  SpanQuery q = Span(0x40, 0x41, 0, 100 * kMs);
+  q.candidate_tgids = tgids;
+  q.candidate_binding = Binding::kContainer;
+  auto r = store.Join(q);
+  EXPECT_EQ(r.binding, Binding::kContainer);
+  EXPECT_EQ(BindingName(r.binding), "container");
+  EXPECT_EQ(r.tgid, 400u);
+  EXPECT_EQ(r.cgroup_v2_id, 77u);
+  EXPECT_NEAR(r.breakdown.seconds[ISO_CAUSE_CONTAINER_CPU_THROTTLE], 0.050, 1e-9);
+  EXPECT_LE(r.verdict.confidence, 0.5);
+  // process.pid outranks the candidates.
+  q.resource_pid = 500;
+  EXPECT_EQ(store.Join(q).binding, Binding::kProcess);
+  EXPECT_EQ(store.Join(q).tgid, 500u);
+  q.resource_pid = 999;  // unknown pid: fall through to the candidates
+  q.candidate_binding = Binding::kPeer;
+  EXPECT_EQ(store.Join(q).binding, Binding::kPeer);
+}
+
+}  // namespace
+}  // namespace isoscope::correlator
