@@ -588,8 +588,8 @@ class Network(unittest.TestCase):
                                 f"{len(pod)}/{len(affected)} blamed on network.pod.protocol: {vs}")
 
     def test_21_drop_metric(self):
-        """The dropper's drops reach skb:kfree_skb with reason SKB_DROP_REASON_TC_EGRESS (checked
-        with bpftrace on this kernel); the agent counts every drop by reason."""
+        # The dropper's drops reach skb:kfree_skb with reason SKB_DROP_REASON_TC_EGRESS (checked
+        # with bpftrace on this kernel); the agent counts every drop by reason.
         self.records("drop")
         dropped = self.phases["drop"]["dropper"][1]
         lines = [ln for ln in self.metrics.splitlines()
