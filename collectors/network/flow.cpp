@@ -1,7 +1,6 @@
 #include "collectors/network/flow.hpp"
 
 #include <arpa/inet.h>
-
 #include <algorithm>
 #include <cstring>
 #include <utility>
@@ -73,12 +72,12 @@ FlowKey FlowFromTuple(std::uint16_t family, const std::uint8_t* saddr, std::uint
 
 FlowKey FlowFromIpv4(std::uint32_t saddr, std::uint16_t sport, std::uint32_t daddr,
                      std::uint16_t dport) {
-  const std::uint8_t s[4] = {static_cast<std::uint8_t>(saddr >> 24),
-                             static_cast<std::uint8_t>(saddr >> 16),
-                             static_cast<std::uint8_t>(saddr >> 8), static_cast<std::uint8_t>(saddr)};
-  const std::uint8_t d[4] = {static_cast<std::uint8_t>(daddr >> 24),
-                             static_cast<std::uint8_t>(daddr >> 16),
-                             static_cast<std::uint8_t>(daddr >> 8), static_cast<std::uint8_t>(daddr)};
+  const std::uint8_t s[4] = {
+      static_cast<std::uint8_t>(saddr >> 24), static_cast<std::uint8_t>(saddr >> 16),
+      static_cast<std::uint8_t>(saddr >> 8), static_cast<std::uint8_t>(saddr)};
+  const std::uint8_t d[4] = {
+      static_cast<std::uint8_t>(daddr >> 24), static_cast<std::uint8_t>(daddr >> 16),
+      static_cast<std::uint8_t>(daddr >> 8), static_cast<std::uint8_t>(daddr)};
   return FlowFromTuple(kAfInet, s, sport, d, dport);
 }
 
@@ -104,7 +103,7 @@ std::string ToString(std::uint16_t family, const Endpoint& endpoint) {
 }
 
 std::string ToString(const FlowKey& key) {
-  if (!key.valid()) return "-";
+  if (!key.Valid()) return "-";
   return ToString(key.family, key.lo) + "<->" + ToString(key.family, key.hi);
 }
 

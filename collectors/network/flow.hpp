@@ -24,6 +24,7 @@ inline constexpr std::uint16_t kAfInet6 = 10;  // AF_INET6
 struct Endpoint {
   std::array<std::uint8_t, 16> addr{};  // wire order; IPv4 in addr[0..3]
   std::uint16_t port = 0;               // host order
+  // NOLINTNEXTLINE(modernize-use-nullptr): clang-tidy flags the defaulted comparison's own code
   auto operator<=>(const Endpoint&) const = default;
 };
 
@@ -31,10 +32,11 @@ struct FlowKey {
   std::uint16_t family = 0;  // kAfInet, kAfInet6, or 0 when the record carried no IP flow
   Endpoint lo;               // the lower endpoint by (addr, port)
   Endpoint hi;
+  // NOLINTNEXTLINE(modernize-use-nullptr): as above
   auto operator<=>(const FlowKey&) const = default;
 
   // True for an IPv4 or IPv6 flow.
-  bool valid() const { return family == kAfInet || family == kAfInet6; }
+  [[nodiscard]] bool Valid() const { return family == kAfInet || family == kAfInet6; }
 };
 
 struct FlowKeyHash {

@@ -17,14 +17,13 @@ NetInterval MakeInterval(const iso_rec_net& rec, std::uint32_t slice) {
 
 void NetEvidence::Add(const iso_rec_net& rec) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (rec.event == ISO_NET_EV_NONE || rec.event >= ISO_NET_EV_MAX ||
-      rec.start_ns > rec.hdr.ts_ns) {
+  if (rec.event == ISO_NET_EV_NONE || rec.event >= ISO_NET_EV_MAX || rec.start_ns > rec.hdr.ts_ns) {
     ++stats_.invalid;
     return;
   }
   const FlowKey flow = FlowFromNet(rec);
   const std::uint32_t slice = attributor_.Attribute(rec);
-  if (!flow.valid()) {
+  if (!flow.Valid()) {
     ++stats_.no_flow;
     return;
   }

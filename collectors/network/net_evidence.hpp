@@ -29,8 +29,8 @@ namespace isoscope::network {
 struct NetInterval {
   std::uint64_t start_ns = 0;
   std::uint64_t end_ns = 0;
-  abi::Cause cause = 0;    // network.<slice>.<mechanism>
-  std::uint8_t event = 0;  // enum iso_net_event
+  abi::Cause cause = 0;      // network.<slice>.<mechanism>
+  std::uint8_t event = 0;    // enum iso_net_event
   std::uint16_t reason = 0;  // ISO_NET_RETRANS_* or the kernel's drop reason
   std::uint32_t bytes = 0;
 };
@@ -44,7 +44,7 @@ struct NetEvidenceStats {
   std::uint64_t expired = 0;  // forgotten after the window
   std::uint64_t no_flow = 0;  // records without an IP flow (not stored, cannot be joined)
   std::uint64_t invalid = 0;  // records with an unknown event or ending before they start
-  std::uint64_t retrans_after_drop = 0;  // retransmissions blamed on a drop's slice
+  std::uint64_t retrans_after_drop = 0;                  // retransmissions blamed on a drop's slice
   std::array<std::uint64_t, ISO_NET_EV_MAX> by_event{};  // stored, by enum iso_net_event
 };
 
@@ -88,8 +88,8 @@ class NetEvidence {
 
   const Limits limits_;
   mutable std::mutex mu_;
-  RetransAttributor attributor_;                                  // guarded by mu_
-  std::unordered_map<FlowKey, PerFlow, FlowKeyHash> flows_;      // guarded by mu_
+  RetransAttributor attributor_;                             // guarded by mu_
+  std::unordered_map<FlowKey, PerFlow, FlowKeyHash> flows_;  // guarded by mu_
   std::deque<Entry> order_;  // every stored item in arrival order; guarded by mu_
   NetEvidenceStats stats_;   // guarded by mu_
 };

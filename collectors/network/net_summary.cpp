@@ -46,7 +46,7 @@ void NetworkSummary::Add(const iso_rec_net& rec) {
     return;
   }
   const FlowKey flow = FlowFromNet(rec);
-  if (!flow.valid() || flows_.count(flow) == 0) return;
+  if (!flow.Valid() || flows_.count(flow) == 0) return;
   const std::uint32_t slice = attributor_.Attribute(rec);
   --records_;  // counted again by the classified Add
   Add(flow, MakeInterval(rec, slice));
@@ -96,8 +96,9 @@ NetSummaryResult NetworkSummary::Summary() const {
     row.share = total_ns > 0 ? static_cast<double>(ns) / static_cast<double>(total_ns) : 0;
     out.rows.push_back(row);
   }
-  std::stable_sort(out.rows.begin(), out.rows.end(),
-                   [](const NetSummaryRow& a, const NetSummaryRow& b) { return a.seconds > b.seconds; });
+  std::stable_sort(
+      out.rows.begin(), out.rows.end(),
+      [](const NetSummaryRow& a, const NetSummaryRow& b) { return a.seconds > b.seconds; });
   out.total_seconds = static_cast<double>(total_ns) / 1e9;
   return out;
 }

@@ -44,8 +44,8 @@ struct NetSummaryResult {
   double total_seconds = 0;         // sum of the rows
   std::uint64_t retransmits = 0;
   std::map<std::uint16_t, std::uint64_t> drops_by_reason;  // the kernel's skb_drop_reason values
-  std::uint64_t records = 0;  // records offered
-  std::uint64_t matched = 0;  // records of the target's flows used
+  std::uint64_t records = 0;                               // records offered
+  std::uint64_t matched = 0;                               // records of the target's flows used
 };
 
 class NetworkSummary {

@@ -10,8 +10,8 @@ constexpr std::array<std::string_view, ISO_SLICE_MAX> kSliceNames = {"sandbox", 
                                                                      "virtio", "remote"};
 constexpr std::array<std::string_view, ISO_NET_MECHANISM_MAX> kMechanismNames = {
     "queue", "scheduling", "protocol"};
-constexpr std::array<std::string_view, ISO_NET_EV_MAX> kEventNames = {
-    "none", "qdisc", "backlog", "rcvq", "retrans", "drop"};
+constexpr std::array<std::string_view, ISO_NET_EV_MAX> kEventNames = {"none", "qdisc",   "backlog",
+                                                                      "rcvq", "retrans", "drop"};
 
 bool HasDevice(const iso_rec_net& rec) {
   return rec.ifindex != 0 || rec.dev_kind[0] != '\0' || rec.dev_name[0] != '\0';
@@ -94,7 +94,7 @@ void RetransAttributor::Forget() {
 }
 
 void RetransAttributor::OnDrop(const FlowKey& flow, std::uint64_t ts_ns, std::uint32_t slice) {
-  if (!flow.valid() || limits_.max_drops == 0) return;
+  if (!flow.Valid() || limits_.max_drops == 0) return;
   if (ts_ns > newest_ns_) newest_ns_ = ts_ns;
   drops_[flow].push_back({ts_ns, slice});
   order_.emplace_back(ts_ns, flow);

@@ -45,7 +45,7 @@ std::uint32_t CauseMechanismOf(abi::Cause cause);
 
 // Remembers recent drops per flow so that a retransmission is blamed on the slice that dropped its
 // packet. Bounded: drops older than `window_ns` before the newest seen are forgotten, and at most
-// `max_drops` are kept (oldest forgotten first, counted in evicted()). Not thread-safe.
+// `max_drops` are kept (oldest forgotten first, counted in Evicted()). Not thread-safe.
 class RetransAttributor {
  public:
   struct Limits {
@@ -64,7 +64,7 @@ class RetransAttributor {
   std::uint32_t Attribute(const iso_rec_net& rec);
 
   std::size_t size() const { return order_.size(); }  // drops remembered
-  std::uint64_t evicted() const { return evicted_; }  // forgotten early to respect max_drops
+  std::uint64_t Evicted() const { return evicted_; }  // forgotten early to respect max_drops
 
  private:
   struct Drop {

@@ -2,7 +2,6 @@
 
 #include <dirent.h>
 #include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
@@ -105,7 +104,7 @@ Result<std::vector<TcpSocket>> ParseProcNetTcp(std::string_view text, std::uint1
     std::uint16_t rport = 0;
     if (!ParseProcAddress(f[1], family, local, &lport) ||
         !ParseProcAddress(f[2], family, remote, &rport)) {
-      return MakeError("line {}: bad address \"{}\" or \"{}\"", line_no, f[1], f[2]);
+      return MakeError(R"(line {}: bad address "{}" or "{}")", line_no, f[1], f[2]);
     }
     if (!ParseHex(f[3], &s.state)) return MakeError("line {}: bad state \"{}\"", line_no, f[3]);
     const auto [ptr, ec] = std::from_chars(f[9].data(), f[9].data() + f[9].size(), s.inode);
@@ -132,8 +131,9 @@ Result<std::unordered_set<std::uint64_t>> SocketInodesOfPid(int pid, const std::
     const std::string path = dir + "/" + e->d_name;
     char buf[64];
     const ssize_t n = readlink(path.c_str(), buf, sizeof(buf));
-    if (n <= 0 || static_cast<std::size_t>(n) >= sizeof(buf)) continue;  // closed meanwhile, or
-                                                                         // not a socket (too long)
+    if (n <= 0 || static_cast<std::size_t>(n) >= sizeof(buf))
+      continue;  // closed meanwhile, or
+                 // not a socket (too long)
     if (auto inode = SocketInodeFromLink(std::string_view(buf, static_cast<std::size_t>(n)))) {
       inodes.insert(*inode);
     }
@@ -142,8 +142,7 @@ Result<std::unordered_set<std::uint64_t>> SocketInodesOfPid(int pid, const std::
   return inodes;
 }
 
-Result<std::vector<FlowKey>> TcpFlowsOfPids(const std::vector<int>& pids,
-                                            const std::string& proc) {
+Result<std::vector<FlowKey>> TcpFlowsOfPids(const std::vector<int>& pids, const std::string& proc) {
   std::set<FlowKey> flows;
   for (const int pid : pids) {
     auto inodes = SocketInodesOfPid(pid, proc);
@@ -159,7 +158,7 @@ Result<std::vector<FlowKey>> TcpFlowsOfPids(const std::vector<int>& pids,
       auto sockets = ParseProcNetTcp(*text, family);
       if (!sockets) return sockets.error().Wrap(fmt::format("parse {}", path));
       for (const TcpSocket& s : *sockets) {
-        if (s.state != kTcpListen && s.flow.valid() && inodes->count(s.inode) != 0) {
+        if (s.state != kTcpListen && s.flow.Valid() && inodes->count(s.inode) != 0) {
           flows.insert(s.flow);
         }
       }

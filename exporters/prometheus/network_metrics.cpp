@@ -85,8 +85,7 @@ void NetworkMetrics::OnRetransmit(std::uint32_t slice, const correlator::TargetI
 void NetworkMetrics::OnInterval(const network::NetInterval& interval,
                                 const correlator::TargetInfo& workload) {
   if (interval.event == ISO_NET_EV_DROP || interval.end_ns < interval.start_ns) return;
-  OnDelay(interval.cause, static_cast<double>(interval.end_ns - interval.start_ns) / 1e9,
-          workload);
+  OnDelay(interval.cause, static_cast<double>(interval.end_ns - interval.start_ns) / 1e9, workload);
   if (interval.event == ISO_NET_EV_RETRANS) {
     OnRetransmit(network::CauseSliceOf(interval.cause), workload);
   }

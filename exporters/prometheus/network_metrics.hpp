@@ -70,7 +70,7 @@ class NetworkMetrics {
   prometheus::Counter& workloads_overflow_;
 
   std::mutex mu_;
-  std::set<WorkloadKey> workloads_;                    // guarded by mu_
+  std::set<WorkloadKey> workloads_;                      // guarded by mu_
   std::map<std::string, std::uint64_t> previous_drops_;  // guarded by mu_
 };
 

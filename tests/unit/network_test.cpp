@@ -4,7 +4,6 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -105,7 +104,7 @@ TEST(Flow, Ipv6AndV4Mapped) {
   EXPECT_EQ(FlowFromNet(Rcvq(0, 1).Flow6(m1, 80, m2, 5555).Rec()), PodFlow());
 
   // Not IP: no flow.
-  EXPECT_FALSE(FlowFromNet(Qdisc(0, 1).Rec()).valid());
+  EXPECT_FALSE(FlowFromNet(Qdisc(0, 1).Rec()).Valid());
   EXPECT_EQ(ToString(FlowKey{}), "-");
 }
 
@@ -166,9 +165,10 @@ TEST(Slice, RetransAfterDropTakesTheDropsSlice) {
   RetransAttributor attributor;
   // A drop on the pod's veth, then the retransmission of that flow (seen from the socket, in the
   // other direction) 200 ms later: pod.
-  EXPECT_EQ(attributor.Attribute(
-                DropAt(1 * kSec).Flow(kPodIp, 80, kPeerIp, 5555).Device(5, "veth", "v", true).Rec()),
-            ISO_SLICE_POD);
+  EXPECT_EQ(
+      attributor.Attribute(
+          DropAt(1 * kSec).Flow(kPodIp, 80, kPeerIp, 5555).Device(5, "veth", "v", true).Rec()),
+      ISO_SLICE_POD);
   EXPECT_EQ(attributor.Attribute(
                 Retrans(1 * kSec, 1 * kSec + 200 * kMs).Flow(kPeerIp, 5555, kPodIp, 80).Rec()),
             ISO_SLICE_POD);
@@ -197,7 +197,7 @@ TEST(Slice, AttributorIsBounded) {
     attributor.OnDrop(FlowFromIpv4(kPodIp, port, kPeerIp, 80), kSec + port, ISO_SLICE_POD);
   }
   EXPECT_EQ(attributor.size(), 4u);
-  EXPECT_EQ(attributor.evicted(), 6u);
+  EXPECT_EQ(attributor.Evicted(), 6u);
   EXPECT_EQ(attributor.SliceForRetrans(FlowFromIpv4(kPodIp, 1, kPeerIp, 80), 2 * kSec),
             ISO_SLICE_REMOTE);
   EXPECT_EQ(attributor.SliceForRetrans(FlowFromIpv4(kPodIp, 10, kPeerIp, 80), 2 * kSec),
@@ -205,7 +205,7 @@ TEST(Slice, AttributorIsBounded) {
   // Time moves on: old drops are forgotten without counting as evictions.
   attributor.OnDrop(PodFlow(), 10 * kSec, ISO_SLICE_NODE);
   EXPECT_EQ(attributor.size(), 1u);
-  EXPECT_EQ(attributor.evicted(), 6u);
+  EXPECT_EQ(attributor.Evicted(), 6u);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -213,10 +213,13 @@ TEST(Slice, AttributorIsBounded) {
 
 TEST(NetEvidence, IntervalsOverlapAndDrops) {
   NetEvidence store;
-  store.Add(Qdisc(10 * kMs, 15 * kMs).Flow(kPodIp, 80, kPeerIp, 5555).Device(5, "veth", "v", true).Rec());
+  store.Add(
+      Qdisc(10 * kMs, 15 * kMs).Flow(kPodIp, 80, kPeerIp, 5555).Device(5, "veth", "v", true).Rec());
   store.Add(Rcvq(20 * kMs, 30 * kMs).Flow(kPeerIp, 5555, kPodIp, 80).Socket(1, 7, 7, false).Rec());
-  store.Add(DropAt(25 * kMs).Flow(kPodIp, 80, kPeerIp, 5555).Device(2, "", "ens5", true).Reason(2).Rec());
-  store.Add(Retrans(25 * kMs, 225 * kMs).Flow(kPodIp, 80, kPeerIp, 5555).Socket(1, 7, 7, false).Rec());
+  store.Add(
+      DropAt(25 * kMs).Flow(kPodIp, 80, kPeerIp, 5555).Device(2, "", "ens5", true).Reason(2).Rec());
+  store.Add(
+      Retrans(25 * kMs, 225 * kMs).Flow(kPodIp, 80, kPeerIp, 5555).Socket(1, 7, 7, false).Rec());
   store.Add(Qdisc(10 * kMs, 15 * kMs).Flow(kPodIp, 81, kPeerIp, 5555).Rec());  // another flow
   store.Add(Qdisc(10 * kMs, 15 * kMs).Rec());                                  // no flow
 
@@ -291,7 +294,7 @@ TEST(NetEvidence, SinkTakesNetRecordsAndCountsInvalidOnes) {
   sink.OnRecord(hdr, bytes);
   const testing::Bytes delay = testing::Delay(1, 1, ISO_CAUSE_CONTAINER_RUNQUEUE, 0, kMs);
   std::memcpy(&hdr, delay.data(), sizeof(hdr));
-  sink.OnRecord(hdr, delay);  // not network: ignored
+  sink.OnRecord(hdr, delay);                                             // not network: ignored
   store.Add(Qdisc(2 * kMs, kMs).Flow(kPodIp, 80, kPeerIp, 5555).Rec());  // ends before it starts
   EXPECT_EQ(store.size(), 1u);
   EXPECT_EQ(store.Stats().invalid, 1u);
@@ -318,11 +321,14 @@ constexpr char kProcNetTcp6[] =
     "  sl  local_address                         remote_address                        st "
     "tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
     "   1: 00000000000000000000000001000000:8A19 00000000000000000000000000000000:0000 0A "
-    "00000000:00000000 00:00000000 00000000     0        0 1245748 1 00000000a8c6bfa9 100 0 0 10 0\n"
+    "00000000:00000000 00:00000000 00000000     0        0 1245748 1 00000000a8c6bfa9 100 0 0 10 "
+    "0\n"
     "   2: 00000000000000000000000001000000:9FD8 00000000000000000000000001000000:8A19 01 "
-    "00000000:00000000 00:00000000 00000000     0        0 1245749 2 000000001a7fb704 20 0 0 10 -1\n"
+    "00000000:00000000 00:00000000 00000000     0        0 1245749 2 000000001a7fb704 20 0 0 10 "
+    "-1\n"
     "   4: 0000000000000000FFFF00000100007F:B123 0000000000000000FFFF00000100007F:9FC6 01 "
-    "00000000:00000000 00:00000000 00000000     0        0 1245753 1 000000006e4b5a01 20 0 0 10 -1\n";
+    "00000000:00000000 00:00000000 00000000     0        0 1245753 1 000000006e4b5a01 20 0 0 10 "
+    "-1\n";
 
 TEST(Socket, ParsesProcNetTcp) {
   auto sockets = ParseProcNetTcp(kProcNetTcp, kAfInet);
@@ -350,8 +356,8 @@ TEST(Socket, ParsesProcNetTcp6) {
 }
 
 TEST(Socket, RejectsMalformedLinesAndLinks) {
-  auto bad = ParseProcNetTcp("  sl  local_address rem_address   st\n   0: 0100007F:881F zz 0A\n",
-                             kAfInet);
+  auto bad =
+      ParseProcNetTcp("  sl  local_address rem_address   st\n   0: 0100007F:881F zz 0A\n", kAfInet);
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.error().message.find("line 2"), std::string::npos) << bad.error().message;
   EXPECT_FALSE(ParseProcNetTcp(kProcNetTcp6, kAfInet).ok());  // IPv6 text as IPv4
@@ -406,7 +412,8 @@ TEST(Socket, MissingPidIsAnError) {
 
 TEST(NetSummary, MergeIntervals) {
   EXPECT_TRUE(MergeIntervals({}).empty());
-  const std::vector<Range> merged = MergeIntervals({{5, 8}, {1, 3}, {2, 4}, {4, 5}, {10, 10}, {12, 15}});
+  const std::vector<Range> merged =
+      MergeIntervals({{5, 8}, {1, 3}, {2, 4}, {4, 5}, {10, 10}, {12, 15}});
   EXPECT_EQ(merged, (std::vector<Range>{{1, 8}, {12, 15}}));
   EXPECT_EQ(UnionLength({{0, 10}, {2, 3}, {9, 12}}), 12u);
 }
@@ -426,10 +433,20 @@ TEST(NetSummary, UnionsPerFlowAndCauseWithShares) {
   // The other flow adds its own 0.1 s in the same cause.
   summary.Add(veth(1100 * kMs, 1200 * kMs, 81));
   // Clipped to the interval: only [1.9, 2.0) counts.
-  summary.Add(Qdisc(1900 * kMs, 2500 * kMs).Flow(kPodIp, 80, kPeerIp, 5555).Device(2, "", "ens5", true).Rec());
+  summary.Add(Qdisc(1900 * kMs, 2500 * kMs)
+                  .Flow(kPodIp, 80, kPeerIp, 5555)
+                  .Device(2, "", "ens5", true)
+                  .Rec());
   // A drop on the NIC then a retransmission: node.protocol, 0.6 s.
-  summary.Add(DropAt(1000 * kMs + 1).Flow(kPodIp, 80, kPeerIp, 5555).Device(2, "", "ens5", true).Reason(3).Rec());
-  summary.Add(Retrans(1000 * kMs + 1, 1600 * kMs + 1).Flow(kPeerIp, 5555, kPodIp, 80).Socket(1, 7, 7, false).Rec());
+  summary.Add(DropAt(1000 * kMs + 1)
+                  .Flow(kPodIp, 80, kPeerIp, 5555)
+                  .Device(2, "", "ens5", true)
+                  .Reason(3)
+                  .Rec());
+  summary.Add(Retrans(1000 * kMs + 1, 1600 * kMs + 1)
+                  .Flow(kPeerIp, 5555, kPodIp, 80)
+                  .Socket(1, 7, 7, false)
+                  .Rec());
   // Not a target flow: ignored.
   summary.Add(veth(1000 * kMs, 1900 * kMs, 9999));
 
@@ -454,7 +471,8 @@ TEST(NetSummary, UnionsPerFlowAndCauseWithShares) {
   // The next interval starts empty but keeps flows and remembered drops.
   summary.Begin(2 * kSec, 3 * kSec);
   EXPECT_TRUE(summary.Summary().rows.empty());
-  summary.Add(DropAt(2900 * kMs).Flow(kPodIp, 80, kPeerIp, 5555).Device(5, "veth", "v", true).Rec());
+  summary.Add(
+      DropAt(2900 * kMs).Flow(kPodIp, 80, kPeerIp, 5555).Device(5, "veth", "v", true).Rec());
   summary.Begin(3 * kSec, 4 * kSec);
   summary.Add(Retrans(2900 * kMs, 3100 * kMs).Flow(kPodIp, 80, kPeerIp, 5555).Rec());
   const NetSummaryResult next = summary.Summary();
@@ -525,10 +543,13 @@ TEST(NetMetrics, NamesLabelsAndBuckets) {
   auto registry = std::make_shared<prometheus::Registry>();
   NetworkMetrics metrics(registry);
   const auto w = Pod("/kubepods/pod-a", "a");
-  metrics.OnInterval(Interval(ISO_NET_EV_QDISC, abi::NetworkCause(ISO_SLICE_POD, ISO_NET_QUEUE), 3 * kMs), w);
   metrics.OnInterval(
-      Interval(ISO_NET_EV_RETRANS, abi::NetworkCause(ISO_SLICE_REMOTE, ISO_NET_PROTOCOL), 200 * kMs), w);
-  metrics.OnInterval(Interval(ISO_NET_EV_DROP, abi::NetworkCause(ISO_SLICE_NODE, ISO_NET_PROTOCOL), 0), w);
+      Interval(ISO_NET_EV_QDISC, abi::NetworkCause(ISO_SLICE_POD, ISO_NET_QUEUE), 3 * kMs), w);
+  metrics.OnInterval(Interval(ISO_NET_EV_RETRANS,
+                              abi::NetworkCause(ISO_SLICE_REMOTE, ISO_NET_PROTOCOL), 200 * kMs),
+                     w);
+  metrics.OnInterval(
+      Interval(ISO_NET_EV_DROP, abi::NetworkCause(ISO_SLICE_NODE, ISO_NET_PROTOCOL), 0), w);
   metrics.OnDelay(ISO_CAUSE_CONTAINER_RUNQUEUE, 0.1, w);  // not network: ignored
   const std::string s = Scrape(*registry);
 
@@ -540,8 +561,10 @@ TEST(NetMetrics, NamesLabelsAndBuckets) {
       "cause=\"network.pod.queue\",cgroup=\"/kubepods/pod-a\",container_id=\"ctr-a\","
       "mechanism=\"queue\",pod_uid=\"a\",slice=\"pod\"";
   EXPECT_DOUBLE_EQ(Sample(s, "isoscope_net_delay_seconds_count{" + pod_queue + "}"), 1);
-  EXPECT_DOUBLE_EQ(Sample(s, "isoscope_net_delay_seconds_bucket{" + pod_queue + ",le=\"0.0025\"}"), 0);
-  EXPECT_DOUBLE_EQ(Sample(s, "isoscope_net_delay_seconds_bucket{" + pod_queue + ",le=\"0.005\"}"), 1);
+  EXPECT_DOUBLE_EQ(Sample(s, "isoscope_net_delay_seconds_bucket{" + pod_queue + ",le=\"0.0025\"}"),
+                   0);
+  EXPECT_DOUBLE_EQ(Sample(s, "isoscope_net_delay_seconds_bucket{" + pod_queue + ",le=\"0.005\"}"),
+                   1);
   EXPECT_NE(s.find("le=\"0.0001\""), std::string::npos);
   EXPECT_NE(s.find("le=\"10\""), std::string::npos);
   EXPECT_DOUBLE_EQ(Sample(s,
@@ -582,8 +605,9 @@ TEST(NetMetrics, FoldsWorkloadsBeyondTheLimit) {
   }
   metrics.OnRetransmit(ISO_SLICE_POD, Pod("/e", "e"));
   const std::string s = Scrape(*registry);
-  const std::string labels = "cause=\"network.node.queue\",cgroup=\"{}\",container_id=\"{}\","
-                             "mechanism=\"queue\",pod_uid=\"{}\",slice=\"node\"";
+  const std::string labels =
+      "cause=\"network.node.queue\",cgroup=\"{}\",container_id=\"{}\","
+      "mechanism=\"queue\",pod_uid=\"{}\",slice=\"node\"";
   EXPECT_DOUBLE_EQ(Sample(s, "isoscope_net_delay_seconds_count{" +
                                  fmt::format(fmt::runtime(labels), "/a", "ctr-a", "a") + "}"),
                    2);
@@ -604,8 +628,9 @@ TEST(NetMetrics, PromtoolAcceptsTheScrape) {
   if (access("/usr/bin/promtool", X_OK) != 0) GTEST_SKIP() << "no /usr/bin/promtool";
   auto registry = std::make_shared<prometheus::Registry>();
   NetworkMetrics metrics(registry, 1);
-  metrics.OnInterval(Interval(ISO_NET_EV_RCVQ, abi::NetworkCause(ISO_SLICE_POD, ISO_NET_QUEUE), 2 * kMs),
-                     Pod("/a", "a"));
+  metrics.OnInterval(
+      Interval(ISO_NET_EV_RCVQ, abi::NetworkCause(ISO_SLICE_POD, ISO_NET_QUEUE), 2 * kMs),
+      Pod("/a", "a"));
   metrics.OnInterval(
       Interval(ISO_NET_EV_RETRANS, abi::NetworkCause(ISO_SLICE_NODE, ISO_NET_PROTOCOL), 300 * kMs),
       Pod("/b", "b"));
