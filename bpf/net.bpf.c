@@ -9,11 +9,15 @@
  *   RETRANS  tcp_retransmit_skb (the wait before it: RTO or ~1 RTT)
  *   DROP     kfree_skb with a drop reason
  *
- * Per-packet fast path: net_dev_queue is one hash update keyed by the skb
- * address (no memory read at all); start_xmit one lookup plus an update or a
- * delete; netif_receive_skb one lookup. Headers are parsed only for the
- * records that leave the kernel (intervals >= net_min_ns, drops), with probe
- * reads, so the same bodies serve tp_btf and raw_tp.
+ * Per-packet fast path. A device whose root qdisc is noqueue (veth and lo by
+ * default) has no queue to time: net_dev_queue returns after two pointer
+ * loads. On a device with a real qdisc, net_dev_queue is one map update keyed
+ * by the skb address and start_xmit one lookup plus a delete. A veth's
+ * start_xmit stores the hand-over time (one update) and the peer's
+ * netif_receive_skb does one lookup plus a delete; any other device's
+ * receive returns after the same pointer compare. Headers are parsed only
+ * for the records that leave the kernel (intervals >= net_min_ns, drops),
+ * with probe reads, so the same bodies serve tp_btf and raw_tp.
  *
  * Linked with container.bpf.c and http.bpf.c into one object (bpftool gen
  * object); `events` and `stats` are defined in container.bpf.c; `rcvq`,
@@ -111,9 +115,11 @@ struct {
 	__type(value, struct drop_limit);
 } drop_limit SEC(".maps");
 
-/* The veth driver's rtnl_link_ops, learnt from the first device whose kind
- * reads "veth": later checks compare one pointer. */
+/* The veth driver's rtnl_link_ops and the noqueue qdisc's Qdisc_ops, each
+ * learnt from the first device that shows it (by its name string): later
+ * checks compare one pointer. */
 __u64 veth_ops = 0;
+__u64 noqueue_ops = 0;
 
 enum skb_drop_reason {
 	SKB_CONSUMED = 1,
@@ -144,6 +150,31 @@ static __always_inline bool dev_is_veth(const struct net_device *dev, bool btf)
 	if (!kind_is_veth(kind))
 		return false;
 	veth_ops = (__u64)(unsigned long)ops;
+	return true;
+}
+
+/* Is dev's root qdisc noqueue (nothing is ever queued on it)? */
+static __always_inline bool dev_noqueue(const struct net_device *dev, bool btf)
+{
+	const struct Qdisc *q;
+	const struct Qdisc_ops *ops;
+	char id[8] = {};
+
+	if (!dev)
+		return true;
+	q = ISO_RD(btf, dev, qdisc);
+	if (!q)
+		return true;
+	ops = ISO_RD(btf, q, ops);
+	if ((__u64)(unsigned long)ops == noqueue_ops)
+		return true;
+	if (noqueue_ops || !ops)
+		return false;
+	bpf_probe_read_kernel_str(id, sizeof(id), &ops->id);
+	if (!(id[0] == 'n' && id[1] == 'o' && id[2] == 'q' && id[3] == 'u' && id[4] == 'e' &&
+	      id[5] == 'u' && id[6] == 'e' && id[7] == 0))
+		return false;
+	noqueue_ops = (__u64)(unsigned long)ops;
 	return true;
 }
 
@@ -255,13 +286,15 @@ static __always_inline void emit_skb(__u8 event, __u8 mech, const struct sk_buff
 	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
 }
 
-static __always_inline void on_dev_queue(const struct sk_buff *skb)
+static __always_inline void on_dev_queue(const struct sk_buff *skb, bool btf)
 {
 	__u64 key = (__u64)(unsigned long)skb;
-	struct skb_stage v = {.ts = bpf_ktime_get_boot_ns(), .stage = ISO_SKB_STAGE_QDISC};
+	struct skb_stage v = {};
 
-	if (!net_enabled)
+	if (!net_enabled || dev_noqueue(ISO_RD(btf, skb, dev), btf))
 		return;
+	v.ts = bpf_ktime_get_boot_ns();
+	v.stage = ISO_SKB_STAGE_QDISC;
 	if (bpf_map_update_elem(&skb_ts, &key, &v, BPF_ANY))
 		iso_percpu_inc(&stats, ISO_STAT_NET_SKB_FULL);
 }
@@ -270,37 +303,40 @@ static __always_inline void on_start_xmit(const struct sk_buff *skb, const struc
 					  bool btf)
 {
 	__u64 key = (__u64)(unsigned long)skb;
-	struct skb_stage *v;
-	__u64 now;
+	struct skb_stage *v, b = {};
+	__u64 now = 0;
 
 	if (!net_enabled)
 		return;
-	v = bpf_map_lookup_elem(&skb_ts, &key);
-	if (!v)
+	if (!dev_noqueue(dev, btf)) {
+		v = bpf_map_lookup_elem(&skb_ts, &key);
+		if (v && v->stage == ISO_SKB_STAGE_QDISC) {
+			now = bpf_ktime_get_boot_ns();
+			if (now > v->ts && now - v->ts >= net_min_ns && now - v->ts < ISO_NET_STALE_NS)
+				emit_skb(ISO_NET_EV_QDISC, ISO_NET_QUEUE, skb, dev, v->ts, now);
+		}
+		if (v && !dev_is_veth(dev, btf)) {
+			bpf_map_delete_elem(&skb_ts, &key);
+			return;
+		}
+	}
+	if (!dev_is_veth(dev, btf))
 		return;
-	now = bpf_ktime_get_boot_ns();
-	if (v->stage == ISO_SKB_STAGE_QDISC && now > v->ts) {
-		__u64 d = now - v->ts;
-
-		if (d >= net_min_ns && d < ISO_NET_STALE_NS)
-			emit_skb(ISO_NET_EV_QDISC, ISO_NET_QUEUE, skb, dev, v->ts, now);
-	}
-	if (dev_is_veth(dev, btf)) {
-		/* The peer receives this very skb in its softirq: time that wait. */
-		v->ts = now;
-		v->stage = ISO_SKB_STAGE_BACKLOG;
-	} else {
-		bpf_map_delete_elem(&skb_ts, &key);
-	}
+	/* The peer receives this very skb in its softirq: time that wait. */
+	b.ts = now ? now : bpf_ktime_get_boot_ns();
+	b.stage = ISO_SKB_STAGE_BACKLOG;
+	if (bpf_map_update_elem(&skb_ts, &key, &b, BPF_ANY))
+		iso_percpu_inc(&stats, ISO_STAT_NET_SKB_FULL);
 }
 
-static __always_inline void on_receive(const struct sk_buff *skb)
+static __always_inline void on_receive(const struct sk_buff *skb, bool btf)
 {
 	__u64 key = (__u64)(unsigned long)skb;
 	struct skb_stage *v;
 	__u64 now, start;
 
-	if (!net_enabled)
+	/* Only a veth peer receives skbs timed at start_xmit. */
+	if (!net_enabled || !dev_is_veth(ISO_RD(btf, skb, dev), btf))
 		return;
 	v = bpf_map_lookup_elem(&skb_ts, &key);
 	if (!v || v->stage != ISO_SKB_STAGE_BACKLOG)
@@ -312,22 +348,37 @@ static __always_inline void on_receive(const struct sk_buff *skb)
 		emit_skb(ISO_NET_EV_BACKLOG, ISO_NET_SCHEDULING, skb, NULL, start, now);
 }
 
-/* First unread data on an established TCP socket: remember when it came. */
-static __always_inline void on_tcp_probe(const struct sock *sk, const struct sk_buff *skb, bool btf)
+/*
+ * Data arriving on an established TCP socket whose receive queue is empty
+ * (copied_seq == rcv_nxt before this segment is queued: tcp_probe fires at
+ * the top of tcp_rcv_established) is the first unread data: remember when it
+ * came. Data arriving behind unread data keeps the older time. The entry is
+ * overwritten, not kept, when the queue was empty: an entry a read exit never
+ * closed (a socket read by recvmsg/readv) does not outlive its data.
+ */
+static __always_inline void on_tcp_probe(struct sock *sk, const struct sk_buff *skb, bool btf)
 {
 	__u64 key = (__u64)(unsigned long)sk;
 	__u64 now;
 	unsigned char *head;
 	__u16 th;
 	__u8 doff = 0;
-	long err;
 
 	if (!net_enabled)
 		return;
-	if (bpf_map_lookup_elem(&rcvq, &key))
-		return; /* data already waiting: keep the oldest */
+	if (btf) {
+		struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+
+		if (!tp || tp->copied_seq != tp->rcv_nxt)
+			return;
+	} else {
+		const struct tcp_sock *tp = (const void *)sk;
+
+		if (BPF_CORE_READ(tp, copied_seq) != BPF_CORE_READ(tp, rcv_nxt))
+			return;
+	}
 	/* Data, not a bare ACK: the segment is longer than its TCP header
-	 * (skb->data is at the TCP header here, tcp_rcv_established). */
+	 * (skb->data is at the TCP header here). */
 	head = ISO_RD(btf, skb, head);
 	th = ISO_RD(btf, skb, transport_header);
 	if (bpf_probe_read_kernel(&doff, 1, head + th + 12))
@@ -335,8 +386,7 @@ static __always_inline void on_tcp_probe(const struct sock *sk, const struct sk_
 	if (ISO_RD(btf, skb, len) <= (unsigned int)(doff >> 4) * 4)
 		return;
 	now = bpf_ktime_get_boot_ns();
-	err = bpf_map_update_elem(&rcvq, &key, &now, BPF_NOEXIST);
-	if (err && err != -17 /* EEXIST: raced with another CPU */)
+	if (bpf_map_update_elem(&rcvq, &key, &now, BPF_ANY))
 		iso_percpu_inc(&stats, ISO_STAT_NET_SOCK_FULL);
 }
 
@@ -476,11 +526,11 @@ static __always_inline void on_kfree_skb(const struct sk_buff *skb, __u32 reason
 	SEC("raw_tp/" #tp) int BPF_PROG(fn##_raw, args) { const bool btf = false; (void)btf; body; return 0; }
 #define ISO_NET_ARGS(...) __VA_ARGS__
 
-ISO_NET_HOOK(net_dev_queue, iso_net_dev_queue, struct sk_buff *skb, on_dev_queue(skb))
+ISO_NET_HOOK(net_dev_queue, iso_net_dev_queue, struct sk_buff *skb, on_dev_queue(skb, btf))
 ISO_NET_HOOK(net_dev_start_xmit, iso_net_start_xmit,
 	     ISO_NET_ARGS(const struct sk_buff *skb, const struct net_device *dev),
 	     on_start_xmit(skb, dev, btf))
-ISO_NET_HOOK(netif_receive_skb, iso_net_receive_skb, struct sk_buff *skb, on_receive(skb))
+ISO_NET_HOOK(netif_receive_skb, iso_net_receive_skb, struct sk_buff *skb, on_receive(skb, btf))
 ISO_NET_HOOK(tcp_probe, iso_net_tcp_probe, ISO_NET_ARGS(struct sock *sk, const struct sk_buff *skb),
 	     on_tcp_probe(sk, skb, btf))
 ISO_NET_HOOK(tcp_retransmit_skb, iso_net_tcp_retransmit,

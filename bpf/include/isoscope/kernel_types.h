@@ -155,11 +155,21 @@ struct inet_connection_sock {
 };
 
 struct tcp_sock {
-	__u32 srtt_us; /* smoothed RTT << 3, in us */
+	__u32 srtt_us;    /* smoothed RTT << 3, in us */
+	__u32 rcv_nxt;    /* next sequence number expected */
+	__u32 copied_seq; /* head of yet unread data */
 };
 
 struct rtnl_link_ops {
 	const char *kind;
+};
+
+struct Qdisc_ops {
+	char id[16];
+};
+
+struct Qdisc {
+	const struct Qdisc_ops *ops;
 };
 
 struct net_device {
@@ -167,6 +177,7 @@ struct net_device {
 	int ifindex;
 	possible_net_t nd_net;
 	const struct rtnl_link_ops *rtnl_link_ops;
+	struct Qdisc *qdisc; /* root qdisc */
 };
 
 struct sk_buff {
