@@ -15,8 +15,10 @@
 #include "commands.hpp"
 #include "correlator/aggregate.hpp"
 #include "exporters/json/trace_json.hpp"
+#include "exporters/otlp/otlp_pipeline.hpp"
 #include "exporters/table/trace_table.hpp"
 #include "live_source.hpp"
+#include "net_join.hpp"
 #include "util/fs.hpp"
 
 namespace isoscope {
@@ -254,6 +256,38 @@ int RunTrace(const TraceOptions& o) {
   double elapsed_s = 0;
   bool target_gone = false;
 
+  // Requests (--otlp-listen): spans joined to the evidence of this run
+  // (docs/otlp-correlation.md); network evidence for their flows and for the
+  // target's network section (docs/network.md).
+  correlator::EvidenceStore evidence;
+  correlator::EvidenceSink evidence_sink(evidence);
+  network::NetEvidence net_evidence;
+  network::NetEvidenceSink net_sink(net_evidence);
+  TargetNetwork target_net(target.filter);
+  RequestLog requests;
+  EnrichStats enrich_stats;
+  std::unique_ptr<otlp::OtlpPipeline> pipeline;
+  if (!o.otlp_listen.empty()) {
+    otlp::PipelineOptions po;
+    po.listen = o.otlp_listen;
+    auto created = otlp::OtlpPipeline::Create(po);
+    if (created) {
+      pipeline = std::move(*created);
+      EnrichOptions eo;
+      eo.net = MakeNetLookup(net_evidence);
+      pipeline->SetEnricher([&, eo](otlp::TraceRequest& req, const otlp::PeerInfo& peer) {
+        EnrichSpans(req, evidence, enrich_stats,
+                    [&](const SpanOutcome& outcome) { requests.Add(outcome); }, eo, peer.address);
+      });
+    }
+    if (auto started = created ? pipeline->Start() : Status(created.error()); !started) {
+      std::fprintf(stderr, "isoscope trace: %s\n", started.error().message.c_str());
+      return kExitUsage;
+    }
+  }
+  std::vector<std::string> drop_names;
+  if (live) drop_names = KernelDropReasonNames();
+
   container::ThreadTable table([&](const container::IntervalSample& sample) {
     correlator::IntervalReport report;
     report.target = target.info;
@@ -261,9 +295,23 @@ int RunTrace(const TraceOptions& o) {
     report.end_ns = sample.end_ns;
     report.breakdown = correlator::Aggregate(sample, target.filter);
     report.verdict = correlator::ComputeVerdict(report.breakdown);
+    std::vector<int> pids;
+    if (live) {
+      if (o.pid > 0) pids.push_back(o.pid);
+      for (const auto* dir : {&target.v2_dir, &target.v1_dir}) {
+        if (!dir->empty()) {
+          for (std::int32_t p : ProcessesIn(*dir)) pids.push_back(p);
+        }
+      }
+    }
+    report.network = target_net.Close(sample.start_ns, sample.end_ns, pids, drop_names);
+    report.requests = requests.Take(target.filter);
+    evidence.Expire(sample.end_ns);
+    net_evidence.Expire(sample.end_ns);
     elapsed_s += report.breakdown.interval_s;
     if (o.json) {
       std::cout << exporters::TraceIntervalJson(report).dump() << '\n';
+      for (const auto& r : report.requests) std::cout << exporters::TraceRequestJson(r).dump() << '\n';
     } else {
       std::cout << exporters::RenderTraceTable(report, isatty(1) != 0) << '\n';
     }
@@ -283,6 +331,12 @@ int RunTrace(const TraceOptions& o) {
   }
   std::vector<source::RecordSink*> sinks;
   if (writer) sinks.push_back(writer.get());
+  // Evidence first: the interval callback (in `table`) reads it.
+  for (source::RecordSink* s : {static_cast<source::RecordSink*>(&evidence_sink),
+                                static_cast<source::RecordSink*>(&net_sink),
+                                static_cast<source::RecordSink*>(&target_net)}) {
+    sinks.push_back(s);
+  }
   sinks.push_back(&table);
   source::TeeSink sink(sinks);
 
@@ -301,7 +355,13 @@ int RunTrace(const TraceOptions& o) {
     }
     if (!target.v2_dir.empty() || !target.v1_dir.empty()) target.RefreshSubtree();
   }
+  if (pipeline) pipeline->Stop();
   if (target_gone) std::fprintf(stderr, "isoscope trace: process %d exited\n", o.pid);
+  if (target_net.overflow() || requests.dropped()) {
+    spdlog::warn("not shown: {} network records over the per-interval bound, {} requests over "
+                 "the request log bound",
+                 target_net.overflow(), requests.dropped());
+  }
   LogDrops((*src)->stats());
   if (writer) {
     if (auto closed = writer->Close(); !closed) {

@@ -28,6 +28,8 @@ struct TraceOptions {
   bool json = false;
   std::string replay;
   std::string record;  // also write the live records to this file
+  // Receive OTLP spans here ("" = off) and show the target's requests (docs/otlp-correlation.md).
+  std::string otlp_listen;
 };
 int RunTrace(const TraceOptions& options);
 

@@ -35,6 +35,8 @@ int main(int argc, char** argv) {
   pid_opt->excludes(cg_opt);
   trace_cmd->add_option("--duration", trace.duration_s, "seconds to run (0: until Ctrl-C)");
   trace_cmd->add_flag("--json", trace.json, "one JSON object per line per interval");
+  trace_cmd->add_option("--otlp-listen", trace.otlp_listen,
+                        "receive OTLP/gRPC spans on HOST:PORT and show the target's requests");
   auto* replay_opt =
       trace_cmd->add_option("--replay", trace.replay, "read a recording instead of the kernel");
   trace_cmd->add_option("--record", trace.record, "also record the live input to this file")

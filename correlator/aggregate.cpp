@@ -3,9 +3,14 @@
 namespace isoscope::correlator {
 
 bool TargetFilter::Matches(const container::ThreadDelta& t) const {
-  if (tgid && t.tgid != *tgid) return false;
+  return Matches(t.tgid, t.cgroup_v2_id, t.cgroup_v1_cpu_id);
+}
+
+bool TargetFilter::Matches(std::uint32_t pid, std::uint64_t cgroup_v2_id,
+                           std::uint64_t cgroup_v1_cpu_id) const {
+  if (tgid && pid != *tgid) return false;
   if (v2_ids.empty() && v1_cpu_ids.empty()) return true;
-  return v2_ids.count(t.cgroup_v2_id) > 0 || v1_cpu_ids.count(t.cgroup_v1_cpu_id) > 0;
+  return v2_ids.count(cgroup_v2_id) > 0 || v1_cpu_ids.count(cgroup_v1_cpu_id) > 0;
 }
 
 void AddThread(Breakdown& b, const container::ThreadDelta& t) {

@@ -20,6 +20,7 @@ struct TargetFilter {
   std::unordered_set<std::uint64_t> v1_cpu_ids;
 
   bool Matches(const container::ThreadDelta& t) const;
+  bool Matches(std::uint32_t pid, std::uint64_t cgroup_v2_id, std::uint64_t cgroup_v1_cpu_id) const;
 };
 
 // Adds the thread-state causes of one thread delta to a breakdown.

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -53,6 +54,32 @@ struct TargetInfo {
   std::string cgroup_mode;   // "v1", "v2", "hybrid"
 };
 
+// The target's network time in one interval (docs/network.md, "Per target"):
+// network intervals of its flows, which overlap its threads' own time, so
+// they are reported beside the thread breakdown, not inside it.
+struct NetworkRow {
+  abi::Cause cause = 0;  // network.<slice>.<mechanism>
+  double seconds = 0;
+  double share = 0;  // of total_seconds
+};
+struct NetworkSection {
+  bool measured = false;  // network evidence was collected for this target
+  std::size_t flows = 0;  // the target's TCP flows this interval
+  std::vector<NetworkRow> rows;  // by seconds, largest first
+  double total_seconds = 0;
+  std::uint64_t retransmits = 0;
+  std::map<std::string, std::uint64_t> drops;  // by kernel drop reason name
+};
+
+// One request (a span the agent joined) of the target.
+struct RequestReport {
+  std::string trace_id;  // lower-case hex
+  std::string span_id;
+  std::string binding;  // "thread", "process", ...
+  Breakdown breakdown;  // one partition of the span: interval_s = duration
+  Verdict verdict;
+};
+
 // One interval's result for one target: what `trace` prints and exporters send.
 struct IntervalReport {
   TargetInfo target;
@@ -60,6 +87,8 @@ struct IntervalReport {
   std::uint64_t end_ns = 0;
   Breakdown breakdown;
   Verdict verdict;
+  NetworkSection network;
+  std::vector<RequestReport> requests;  // spans that ended in this interval
 };
 
 }  // namespace isoscope::correlator

@@ -27,6 +27,41 @@ std::vector<abi::Cause> BreakdownCauses(const correlator::Breakdown& breakdown) 
   return causes;
 }
 
+// One breakdown entry; network causes name their slice and mechanism.
+json CauseEntry(abi::Cause c, double seconds, double share) {
+  json entry = {{"layer", abi::LayerName(abi::CauseLayer(c))},
+                {"cause", abi::CauseName(c)},
+                {"seconds", seconds},
+                {"share", share}};
+  if (abi::CauseLayer(c) == abi::Layer::kNetwork) {
+    const std::string name(abi::CauseName(c));  // network.<slice>.<mechanism>
+    const auto dot = name.rfind('.');
+    entry["slice"] = abi::CauseSlice(c);
+    entry["mechanism"] = name.substr(dot + 1);
+  }
+  return entry;
+}
+
+json BreakdownJson(const correlator::Breakdown& b) {
+  json breakdown = json::array();
+  for (const abi::Cause c : BreakdownCauses(b)) breakdown.push_back(CauseEntry(c, b.seconds[c], b.Share(c)));
+  return breakdown;
+}
+
+json VerdictJson(const correlator::Verdict& v) {
+  json verdict = json::object();
+  if (v.cause) {
+    verdict["layer"] = abi::LayerName(abi::CauseLayer(*v.cause));
+    verdict["cause"] = abi::CauseName(*v.cause);
+  } else {
+    verdict["layer"] = kNone;
+    verdict["cause"] = kNone;
+  }
+  verdict["share"] = v.share;
+  verdict["confidence"] = v.confidence;
+  return verdict;
+}
+
 // Looks up `key` in `object`; an error names the key under `where`.
 Result<const json*> Field(const json& object, std::string_view where, std::string_view key) {
   const auto it = object.find(key);
@@ -96,7 +131,10 @@ Result<abi::Cause> ParseCause(const json& object, std::string_view where) {
   return *cause;
 }
 
-Status ParseBreakdown(const json& array, correlator::Breakdown& breakdown) {
+// Network rows go to `network` when the interval had a network section (a "network" object),
+// else they are ordinary breakdown causes.
+Status ParseBreakdown(const json& array, correlator::Breakdown& breakdown,
+                      correlator::NetworkSection* network) {
   if (!array.is_array()) return MakeError("\"breakdown\" must be an array");
   std::set<abi::Cause> seen;
   for (std::size_t i = 0; i < array.size(); ++i) {
@@ -111,7 +149,24 @@ Status ParseBreakdown(const json& array, correlator::Breakdown& breakdown) {
     auto seconds = NumberField(entry, where, "seconds");
     if (!seconds) return seconds.error();
     if (*seconds < 0) return MakeError("{}: \"seconds\" must not be negative", where);
+    if (entry.contains("slice")) {
+      if (abi::CauseLayer(*cause) != abi::Layer::kNetwork ||
+          !entry["slice"].is_string() || entry["slice"].get<std::string>() != abi::CauseSlice(*cause)) {
+        return MakeError("{}: \"slice\" {} does not match cause \"{}\"", where,
+                         entry["slice"].dump(), abi::CauseName(*cause));
+      }
+      if (network) {  // a row of the interval's network section, beside the thread breakdown
+        network->rows.push_back({*cause, *seconds, 0});
+        network->total_seconds += *seconds;
+        continue;
+      }
+    }
     breakdown.seconds[*cause] = *seconds;
+  }
+  if (network) {
+    for (auto& row : network->rows) {
+      row.share = network->total_seconds > 0 ? row.seconds / network->total_seconds : 0;
+    }
   }
   return {};
 }
@@ -158,25 +213,13 @@ json TraceIntervalJson(const correlator::IntervalReport& report) {
   if (!t.comm.empty()) target["comm"] = t.comm;
 
   const correlator::Breakdown& b = report.breakdown;
-  json breakdown = json::array();
-  for (const abi::Cause c : BreakdownCauses(b)) {
-    breakdown.push_back({{"layer", abi::LayerName(abi::CauseLayer(c))},
-                         {"cause", abi::CauseName(c)},
-                         {"seconds", b.seconds[c]},
-                         {"share", b.Share(c)}});
+  json breakdown = BreakdownJson(b);
+  const correlator::NetworkSection& n = report.network;
+  for (const auto& row : n.rows) {
+    breakdown.push_back(CauseEntry(row.cause, row.seconds,
+                                   b.thread_seconds > 0 ? row.seconds / b.thread_seconds : 0.0));
   }
-
-  const correlator::Verdict& v = report.verdict;
-  json verdict = json::object();
-  if (v.cause) {
-    verdict["layer"] = abi::LayerName(abi::CauseLayer(*v.cause));
-    verdict["cause"] = abi::CauseName(*v.cause);
-  } else {
-    verdict["layer"] = kNone;
-    verdict["cause"] = kNone;
-  }
-  verdict["share"] = v.share;
-  verdict["confidence"] = v.confidence;
+  json verdict = VerdictJson(report.verdict);
 
   json out = json::object();
   out["target"] = std::move(target);
@@ -185,6 +228,23 @@ json TraceIntervalJson(const correlator::IntervalReport& report) {
   out["threads"] = b.threads;
   out["breakdown"] = std::move(breakdown);
   out["verdict"] = std::move(verdict);
+  if (n.measured) {
+    out["network"] = {{"flows", n.flows},
+                      {"seconds", n.total_seconds},
+                      {"retransmits", n.retransmits},
+                      {"drops", n.drops}};
+  }
+  return out;
+}
+
+json TraceRequestJson(const correlator::RequestReport& request) {
+  json out = json::object();
+  out["trace_id"] = request.trace_id;
+  out["span_id"] = request.span_id;
+  out["duration_s"] = request.breakdown.interval_s;
+  out["binding"] = request.binding;
+  out["breakdown"] = BreakdownJson(request.breakdown);
+  out["verdict"] = VerdictJson(request.verdict);
   return out;
 }
 
@@ -219,7 +279,27 @@ Result<correlator::IntervalReport> ParseTraceIntervalJson(const json& object) {
 
   auto breakdown_field = Field(object, kWhere, "breakdown");
   if (!breakdown_field) return breakdown_field.error();
-  if (Status s = ParseBreakdown(**breakdown_field, report.breakdown); !s) return s.error();
+  const auto network = object.find("network");
+  correlator::NetworkSection* section = nullptr;
+  if (network != object.end()) {
+    if (!network->is_object()) return MakeError("{}: \"network\" must be an object", kWhere);
+    section = &report.network;
+    section->measured = true;
+    if (auto flows = NumberField(*network, "network", "flows"); flows) {
+      section->flows = static_cast<std::size_t>(*flows);
+    }
+    if (auto retrans = NumberField(*network, "network", "retransmits"); retrans) {
+      section->retransmits = static_cast<std::uint64_t>(*retrans);
+    }
+    if (const auto drops = network->find("drops"); drops != network->end() && drops->is_object()) {
+      for (const auto& [reason, count] : drops->items()) {
+        if (count.is_number_unsigned()) section->drops[reason] = count.get<std::uint64_t>();
+      }
+    }
+  }
+  if (Status s = ParseBreakdown(**breakdown_field, report.breakdown, section); !s) {
+    return s.error();
+  }
 
   auto verdict_field = Field(object, kWhere, "verdict");
   if (!verdict_field) return verdict_field.error();

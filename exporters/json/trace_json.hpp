@@ -12,6 +12,16 @@
 // sorted by seconds descending (ties by cause id). share = seconds / thread_seconds, 0 when
 // nothing was measured. A `none` verdict reads {"layer":"none","cause":"none",...} and its share
 // is the top blamable share. Names are those of shared/TAXONOMY.md.
+//
+// With network evidence (docs/network.md) the breakdown also lists the target's network causes,
+// each with "slice" and "mechanism" keys; their time overlaps the threads' own time, so their
+// share (of thread_seconds like every row) does not add up with the thread causes'. A "network"
+// object then gives {"flows":N,"seconds":F,"retransmits":N,"drops":{"reason":N}}.
+//
+// Requests (spans joined while tracing, `isoscope trace --otlp-listen`) are separate objects, one
+// per line: {"trace_id":"..","span_id":"..","duration_s":F,"binding":"thread",
+// "breakdown":[...],"verdict":{...}} where the breakdown is one partition of the span (shares of
+// its duration; network rows carry "slice" and "mechanism").
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -22,6 +32,7 @@
 namespace isoscope::exporters {
 
 nlohmann::json TraceIntervalJson(const correlator::IntervalReport& report);
+nlohmann::json TraceRequestJson(const correlator::RequestReport& request);
 
 // The inverse of TraceIntervalJson. Fails with a message naming the offending key on a missing
 // or mistyped field, an unknown cause name, a layer that does not match its cause, a cause

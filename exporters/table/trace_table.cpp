@@ -109,6 +109,63 @@ std::string Bar(double share) {
   return bar;
 }
 
+std::string CauseRow(abi::Cause c, double seconds, double share_value, bool color) {
+  const std::string_view style = LayerColor(abi::CauseLayer(c));
+  const std::string name = fmt::format("{:<{}}", abi::CauseName(c), kNameWidth);
+  const std::string share = fmt::format("{:.1f}%", share_value * 100.0);
+  std::string row = fmt::format("{:{}}{}{:>{}.2f}{:>{}}", "", kRowIndent, Paint(name, style, color),
+                                seconds, kSecondsWidth, share, kShareWidth);
+  if (const std::string bar = Bar(share_value); !bar.empty()) {
+    row += "  ";
+    row += Paint(bar, style, color);
+  }
+  return row + '\n';
+}
+
+// The target's network time: per slice and mechanism, shares of the network total.
+std::string NetworkBlock(const correlator::NetworkSection& n, bool color) {
+  if (!n.measured) return {};
+  std::string out = "\n";
+  const std::string title =
+      fmt::format("network {} flow{}, {:.2f} s", n.flows, n.flows == 1 ? "" : "s", n.total_seconds);
+  out += Paint(fmt::format("{:<{}}{:>{}}{:>{}}", title, kRowIndent + kNameWidth, "seconds",
+                           kSecondsWidth, "share", kShareWidth),
+               kDim, color);
+  out += '\n';
+  if (n.rows.empty()) out += "  (no network delay measured on the target's flows)\n";
+  for (const auto& row : n.rows) out += CauseRow(row.cause, row.seconds, row.share, color);
+  if (n.retransmits > 0 || !n.drops.empty()) {
+    std::vector<std::string> drops;
+    for (const auto& [reason, count] : n.drops) drops.push_back(fmt::format("{} {}", reason, count));
+    out += fmt::format("  retransmits {}{}{}\n", n.retransmits, drops.empty() ? "" : " · drops: ",
+                       fmt::join(drops, ", "));
+  }
+  return out;
+}
+
+// The last requests joined to spans: trace id, duration, verdict.
+std::string RequestBlock(const std::vector<correlator::RequestReport>& requests, bool color) {
+  if (requests.empty()) return {};
+  constexpr std::size_t kShown = 5;
+  std::string out = "\n";
+  out += Paint(fmt::format("requests ({} with spans{})", requests.size(),
+                           requests.size() > kShown ? fmt::format(", last {}", kShown) : ""),
+               kDim, color);
+  out += '\n';
+  const std::size_t first = requests.size() > kShown ? requests.size() - kShown : 0;
+  for (std::size_t i = first; i < requests.size(); ++i) {
+    const auto& r = requests[i];
+    const std::string verdict =
+        r.verdict.cause ? fmt::format("{} {:.0f}%", abi::CauseName(*r.verdict.cause),
+                                      r.verdict.share * 100.0)
+                        : std::string("none");
+    out += fmt::format("  trace {}{}  {:>7.1f} ms  {}  ({})\n", r.trace_id.substr(0, 8), kEllipsis,
+                       r.breakdown.interval_s * 1e3,
+                       r.verdict.cause ? Paint(verdict, kRed, color) : verdict, r.binding);
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string RenderTraceTable(const correlator::IntervalReport& report, bool color) {
@@ -139,20 +196,9 @@ std::string RenderTraceTable(const correlator::IntervalReport& report, bool colo
     out += "  (no thread activity measured in this interval)\n";
     return out;
   }
-  for (const abi::Cause c : rows) {
-    const std::string_view style = LayerColor(abi::CauseLayer(c));
-    const std::string name = fmt::format("{:<{}}", abi::CauseName(c), kNameWidth);
-    const std::string share = fmt::format("{:.1f}%", b.Share(c) * 100.0);
-    std::string row =
-        fmt::format("{:{}}{}{:>{}.2f}{:>{}}", "", kRowIndent, Paint(name, style, color),
-                    b.seconds[c], kSecondsWidth, share, kShareWidth);
-    if (const std::string bar = Bar(b.Share(c)); !bar.empty()) {
-      row += "  ";
-      row += Paint(bar, style, color);
-    }
-    out += row;
-    out += '\n';
-  }
+  for (const abi::Cause c : rows) out += CauseRow(c, b.seconds[c], b.Share(c), color);
+  out += NetworkBlock(report.network, color);
+  out += RequestBlock(report.requests, color);
   return out;
 }
 

@@ -144,7 +144,9 @@ TEST(TraceJson, OtherCausesListedOnlyWhenMeasured) {
   EXPECT_EQ(b[2], json({{"layer", "network"},
                         {"cause", "network.pod.queue"},
                         {"seconds", 0.5},
-                        {"share", 0.5 / 8.0}}));
+                        {"share", 0.5 / 8.0},
+                        {"slice", "pod"},
+                        {"mechanism", "queue"}}));
   for (const json& e : b) EXPECT_NE(e["cause"], "hypervisor.steal");
 }
 
@@ -206,6 +208,65 @@ TEST(TraceJson, RoundTrip) {
   ASSERT_TRUE(parsed.ok()) << parsed.error().message;
   ExpectSameReport(r, parsed.value());
   EXPECT_EQ(TraceIntervalJson(parsed.value()), TraceIntervalJson(r));
+}
+
+TEST(TraceJson, NetworkSectionAndRequests) {
+  IntervalReport r = ThrottledReport();
+  r.network.measured = true;
+  r.network.flows = 3;
+  r.network.rows = {{abi::NetworkCause(ISO_SLICE_POD, ISO_NET_QUEUE), 0.3, 0.75},
+                    {abi::NetworkCause(ISO_SLICE_NODE, ISO_NET_PROTOCOL), 0.1, 0.25}};
+  r.network.total_seconds = 0.4;
+  r.network.retransmits = 2;
+  r.network.drops = {{"tc_egress", 5}};
+  const json j = TraceIntervalJson(r);
+  EXPECT_EQ(j["network"], json({{"flows", 3}, {"seconds", 0.4}, {"retransmits", 2},
+                                {"drops", {{"tc_egress", 5}}}}));
+  const json& last = j["breakdown"].back();
+  EXPECT_EQ(last["cause"], "network.node.protocol");
+  EXPECT_EQ(last["slice"], "node");
+  EXPECT_EQ(last["mechanism"], "protocol");
+  EXPECT_DOUBLE_EQ(last["share"].get<double>(), 0.1 / 8.0);  // of thread_seconds, like every row
+  auto parsed = ParseTraceIntervalJson(json::parse(j.dump()));
+  ASSERT_TRUE(parsed.ok()) << parsed.error().message;
+  ExpectSameReport(r, parsed.value());
+  ASSERT_EQ(parsed.value().network.rows.size(), 2u);
+  EXPECT_DOUBLE_EQ(parsed.value().network.rows[0].share, 0.75);
+  EXPECT_EQ(parsed.value().network.drops.at("tc_egress"), 5u);
+  EXPECT_EQ(TraceIntervalJson(parsed.value()), j);
+  // A slice that contradicts its cause is refused.
+  json bad = j;
+  bad["breakdown"].back()["slice"] = "pod";
+  EXPECT_FALSE(ParseTraceIntervalJson(bad).ok());
+
+  correlator::RequestReport req;
+  req.trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+  req.span_id = "00f067aa0ba902b7";
+  req.binding = "thread";
+  req.breakdown.interval_s = 0.2;
+  req.breakdown.thread_seconds = 0.2;
+  req.breakdown.threads = 1;
+  req.breakdown.seconds[ISO_CAUSE_APP_ON_CPU] = 0.05;
+  req.breakdown.seconds[abi::NetworkCause(ISO_SLICE_POD, ISO_NET_QUEUE)] = 0.15;
+  req.verdict = correlator::ComputeVerdict(req.breakdown);
+  const json rj = TraceRequestJson(req);
+  EXPECT_EQ(rj["trace_id"], req.trace_id);
+  EXPECT_EQ(rj["span_id"], req.span_id);
+  EXPECT_DOUBLE_EQ(rj["duration_s"].get<double>(), 0.2);
+  EXPECT_EQ(rj["binding"], "thread");
+  EXPECT_EQ(rj["breakdown"][0]["cause"], "network.pod.queue");
+  EXPECT_EQ(rj["breakdown"][0]["slice"], "pod");
+  EXPECT_DOUBLE_EQ(rj["breakdown"][0]["share"].get<double>(), 0.75);
+  EXPECT_EQ(rj["verdict"]["cause"], "network.pod.queue");
+
+  r.requests = {req};
+  const std::string table = RenderTraceTable(r);
+  EXPECT_NE(table.find("network 3 flows, 0.40 s"), std::string::npos) << table;
+  EXPECT_NE(table.find("retransmits 2 · drops: tc_egress 5"), std::string::npos) << table;
+  EXPECT_NE(table.find("requests (1 with spans)"), std::string::npos) << table;
+  EXPECT_NE(table.find("trace 4bf92f35…    200.0 ms  network.pod.queue 75%  (thread)"),
+            std::string::npos)
+      << table;
 }
 
 TEST(TraceJson, RoundTripNoneVerdictAndEmptyTarget) {

@@ -1,0 +1,66 @@
+// Glue between the network evidence (collectors/network) and its two users: the span join
+// (a correlator::NetLookup over a NetEvidence store) and `isoscope trace`'s per-interval
+// network section and request rows (docs/network.md, docs/otlp-correlation.md).
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "collectors/network/net_evidence.hpp"
+#include "collectors/network/net_summary.hpp"
+#include "correlator/aggregate.hpp"
+#include "correlator/span_join.hpp"
+#include "span_enricher.hpp"
+
+namespace isoscope {
+
+// The network intervals of a bound socket's flow, from `evidence`.
+correlator::NetLookup MakeNetLookup(const network::NetEvidence& evidence);
+
+// Lower-case hex of an id.
+std::string HexId(std::span<const std::uint8_t> id);
+
+// The target's network section, interval by interval. As a record sink it keeps the interval's
+// network records (bounded) and learns target flows from records of the target's own threads
+// (inbound/outbound traceparent, receive-queue reads); Close() adds the flows read from /proc
+// for the target's processes, sums the interval and starts the next one.
+class TargetNetwork : public source::RecordSink {
+ public:
+  explicit TargetNetwork(const correlator::TargetFilter& filter) : filter_(filter) {}
+  void OnRecord(const iso_rec_hdr& hdr, std::span<const std::byte> bytes) override;
+  // `pids`: the target's live processes (their TCP sockets are read from /proc); may be empty
+  // (replay). `drop_names`: kernel drop reason names by value, may be empty.
+  correlator::NetworkSection Close(std::uint64_t start_ns, std::uint64_t end_ns,
+                                   const std::vector<int>& pids,
+                                   const std::vector<std::string>& drop_names);
+  std::uint64_t overflow() const { return overflow_; }
+
+ private:
+  static constexpr std::size_t kMaxPending = 1u << 16;
+  const correlator::TargetFilter& filter_;
+  std::vector<iso_rec_net> pending_;
+  std::vector<network::FlowKey> learned_;
+  network::NetworkSummary summary_;
+  std::uint64_t overflow_ = 0;  // records over kMaxPending in one interval (counted, not summed)
+};
+
+// Requests joined while tracing: SpanOutcomes arrive on gRPC threads; the trace loop takes those
+// of its target once per interval. Bounded: the oldest are dropped first, counted.
+class RequestLog {
+ public:
+  void Add(const SpanOutcome& outcome);
+  std::vector<correlator::RequestReport> Take(const correlator::TargetFilter& filter);
+  std::uint64_t dropped() const;
+
+ private:
+  static constexpr std::size_t kMax = 4096;
+  mutable std::mutex mu_;
+  std::deque<SpanOutcome> pending_;
+  std::uint64_t dropped_ = 0;
+};
+
+}  // namespace isoscope
