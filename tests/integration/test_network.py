@@ -174,6 +174,13 @@ def stop(proc, grace=10):
     h._live_processes.discard(proc)  # pylint: disable=protected-access
 
 
+def tcp_deltas(before, after):
+    """Changed TCP loss/retransmission counters between two Topology.nstat() readings."""
+    return {k: after[k] - before.get(k, 0) for k in after
+            if after[k] != before.get(k, 0)
+            and re.search(r"Retrans|TLP|LossProbe|Timeout|Lost|Recovery|SACKReorder", k)}
+
+
 def _destroy_quietly(cg):
     try:
         cg.destroy()
@@ -316,6 +323,7 @@ class Network(unittest.TestCase):
 
         def queue_pod(rec):
             t.add_tbf("server_host", **TBF)
+            before = t.nstat(t.server_ns)
             trace_out = {}
 
             def run_trace():
@@ -339,16 +347,19 @@ class Network(unittest.TestCase):
                 rec["qdisc"] = t.qdisc_stats("server_host")
                 t.del_root_qdisc("server_host")
             rec["trace"] = trace_out
-            h.log(f"[queue_pod] qdisc {rec['qdisc']}")
+            rec["nstat"] = tcp_deltas(before, t.nstat(t.server_ns))
+            h.log(f"[queue_pod] qdisc {rec['qdisc']}; server netns TCP counters {rec['nstat']}")
 
         def queue_bridge(rec):
             t.add_tbf("bridge", **TBF)
+            before = t.nstat(t.server_ns)
             try:
                 rec["records"] = cls.client("queue_bridge", None, PORT_MAIN, QUEUE_REQUESTS, post)
             finally:
                 rec["qdisc"] = t.qdisc_stats("bridge")
                 t.del_root_qdisc("bridge")
-            h.log(f"[queue_bridge] qdisc {rec['qdisc']}")
+            rec["nstat"] = tcp_deltas(before, t.nstat(t.server_ns))
+            h.log(f"[queue_bridge] qdisc {rec['qdisc']}; server netns TCP counters {rec['nstat']}")
 
         def drop(rec):
             prog = t.attach_dropper("client_host", str(DROP_OBJ), DROP_PCT, sport=PORT_MAIN)
@@ -360,9 +371,7 @@ class Network(unittest.TestCase):
                 rec["dropper"] = t.dropper_stats(prog)
             finally:
                 t.detach_dropper("client_host")
-            rec["nstat"] = {k: after[k] - before.get(k, 0) for k in after
-                            if after[k] != before.get(k, 0)
-                            and re.search(r"Retrans|TLP|Timeout|Lost|Recovery", k)}
+            rec["nstat"] = tcp_deltas(before, after)
             h.log(f"[drop] dropper (matched, dropped) = {rec['dropper']}; server netns "
                   f"counters: {rec['nstat']}")
 
