@@ -54,7 +54,7 @@ void FillHistogramPoint(pb::metrics::v1::HistogramDataPoint* p,
 std::string HostName() {
   std::array<char, 256> buf{};
   if (gethostname(buf.data(), buf.size() - 1) != 0) return {};
-  return std::string(buf.data());
+  return {buf.data()};
 }
 
 std::uint64_t UnixNanoNow() {
