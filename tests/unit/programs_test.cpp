@@ -95,5 +95,58 @@ TEST(PlanPrograms, MissingRequiredTracepointIsReported) {
   EXPECT_EQ(missing[0], "sched_wakeup_new");
 }
 
+TEST(ProgramTable, NetworkProgramsAreOptionalTpBtfWithRawTpFallback) {
+  std::map<std::string, std::set<ProgKind>> kinds;
+  for (const auto& p : ContainerPrograms()) {
+    if (p.area != "network") continue;
+    EXPECT_TRUE(p.optional) << p.name << ": the network must never keep the agent from starting";
+    EXPECT_EQ(p.group, p.target) << p.name;
+    kinds[p.group].insert(p.kind);
+  }
+  for (const char* tp : {"net_dev_queue", "net_dev_start_xmit", "netif_receive_skb", "tcp_probe",
+                         "tcp_retransmit_skb", "kfree_skb"}) {
+    ASSERT_TRUE(kinds.count(tp)) << tp;
+    EXPECT_EQ(kinds[tp], (std::set<ProgKind>{ProgKind::kTpBtf, ProgKind::kRawTp})) << tp;
+  }
+}
+
+TEST(ProgramTable, OutboundTraceparentProgramsAreOptionalSyscallTracepoints) {
+  for (const char* name : {"iso_write_exit", "iso_writev_exit", "iso_sendto_exit", "iso_sendmsg_exit"}) {
+    bool found = false;
+    for (const auto& p : ContainerPrograms()) {
+      if (p.name != name) continue;
+      found = true;
+      EXPECT_EQ(p.kind, ProgKind::kTracepoint);
+      EXPECT_EQ(p.area, "requests");
+      EXPECT_TRUE(p.optional);
+      EXPECT_EQ(p.target.rfind("syscalls/sys_exit_", 0), 0u) << p.target;
+    }
+    EXPECT_TRUE(found) << name;
+  }
+}
+
+TEST(PlanPrograms, KernelWithoutNetworkTracepointsStillPlansTheContainerLayer) {
+  FakeProber k;
+  for (const char* tp : {"net_dev_queue", "net_dev_start_xmit", "netif_receive_skb", "tcp_probe",
+                         "tcp_retransmit_skb", "kfree_skb"}) {
+    k.missing_tracepoints.insert(tp);
+  }
+  auto plan = PlanPrograms(ContainerPrograms(), k);
+  EXPECT_TRUE(MissingRequiredGroups(plan).empty());
+  EXPECT_FALSE(Find(plan, "iso_net_kfree_skb_btf").enabled);
+  EXPECT_FALSE(Find(plan, "iso_net_kfree_skb_raw").enabled);
+  EXPECT_EQ(Find(plan, "iso_net_tcp_probe_raw").reason, "no such tracepoint");
+  EXPECT_TRUE(Find(plan, "iso_sched_switch_btf").enabled);
+}
+
+TEST(PlanPrograms, NetworkFallsBackToRawTp) {
+  FakeProber k;
+  k.features[Feature::kTpBtf] = {false, "tp_btf program load failed"};
+  auto plan = PlanPrograms(ContainerPrograms(), k);
+  EXPECT_FALSE(Find(plan, "iso_net_start_xmit_btf").enabled);
+  EXPECT_TRUE(Find(plan, "iso_net_start_xmit_raw").enabled);
+  EXPECT_TRUE(Find(plan, "iso_net_kfree_skb_raw").enabled);
+}
+
 }  // namespace
 }  // namespace isoscope
