@@ -281,5 +281,62 @@ class SpanCorrelation(unittest.TestCase):
                                  dur_s + 1e-6)
 
 
+    def test_6_trace_shows_the_targets_requests(self):
+        """`isoscope trace --pid P --json --otlp-listen`: per-request objects for the target's
+        spans, each bound to its thread, with a breakdown and a verdict (slow throttled requests:
+        container.cpu_throttle)."""
+        trace_port = h.free_port()
+        port = h.free_port()
+        server = self.procs.start(
+            ["/usr/bin/env", "node", str(OTLP_DIR / "http_server.js"), "--port", port,
+             "--endpoint", f"127.0.0.1:{trace_port}", "--service", "http-traced",
+             "--work-ms", WORK_MS],
+            cgroups=[self.cg], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        got = wait_json_line(server, "http_server.js (traced)", 60)
+        self.assertEqual(got.get("listening"), port)
+        trace = subprocess.Popen(  # pylint: disable=consider-using-with
+            [str(h.BIN), "trace", "--pid", str(server.pid), "--json", "--interval", "1",
+             "--otlp-listen", f"127.0.0.1:{trace_port}", "--duration", "15"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        h._live_processes.add(trace)  # pylint: disable=protected-access
+        self.addCleanup(stop, trace)
+        first = wait_json_line(trace, "isoscope trace", 30)
+        self.assertIn("breakdown", first)
+        sent = {}
+        for i in range(WARMUP + 15):
+            trace_id, parent_id, tp = traceparent()
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/work?i={i}",
+                                         headers={"traceparent": tp})
+            with urllib.request.urlopen(req, timeout=30) as r:
+                body = json.loads(r.read())
+            if i >= WARMUP:
+                sent[trace_id] = body["spanId"]
+        out, err = trace.communicate(timeout=60)
+        objects = [json.loads(line) for line in out.splitlines() if line.strip()]
+        rows = {o["trace_id"]: o for o in objects if "trace_id" in o}
+        intervals = [o for o in objects if "interval_s" in o]
+        h.log(f"trace printed {len(intervals)} intervals and {len(rows)} requests")
+        self.assertGreater(len(intervals), 3, err[-2000:])
+        missing = [t for t in sent if t not in rows]
+        self.assertEqual(missing, [], f"requests never shown by trace: {err[-2000:]}")
+        slow = blamed = 0
+        for t, span_id in sent.items():
+            row = rows[t]
+            self.assertEqual(row["span_id"], span_id)
+            self.assertEqual(row["binding"], "thread", row)
+            self.assertGreater(row["duration_s"], 0)
+            total = sum(e["seconds"] for e in row["breakdown"])
+            self.assertAlmostEqual(total, row["duration_s"], delta=1e-3 + 0.01 * row["duration_s"])
+            if row["duration_s"] > SLOW_NS / 1e9:
+                slow += 1
+                blamed += row["verdict"]["cause"] == CAUSE
+        h.log(f"trace: {slow} slow requests, {blamed} blamed on {CAUSE}")
+        self.assertGreater(slow, 0)
+        self.assertGreaterEqual(blamed, 0.8 * slow)
+        # The network section is there for a live target (its flows read from /proc).
+        self.assertTrue(all("network" in o for o in intervals[1:]), intervals[-1])
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
