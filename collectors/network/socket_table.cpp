@@ -1,5 +1,7 @@
 #include "collectors/network/socket_table.hpp"
 
+#include "util/fs.hpp"
+
 #include <dirent.h>
 #include <unistd.h>
 #include <algorithm>
@@ -32,18 +34,6 @@ std::vector<std::string_view> Fields(std::string_view line) {
     if (i > start) out.push_back(line.substr(start, i - start));
   }
   return out;
-}
-
-Result<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) {
-    const int err = errno;
-    return Error{fmt::format("open {}: {}", path, std::strerror(err)), err};
-  }
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return MakeError("read {}", path);
-  return text.str();
 }
 
 }  // namespace
@@ -150,7 +140,7 @@ Result<std::vector<FlowKey>> TcpFlowsOfPids(const std::vector<int>& pids, const 
     if (inodes->empty()) continue;
     for (const auto& [name, family] : {std::pair{"tcp", kAfInet}, std::pair{"tcp6", kAfInet6}}) {
       const std::string path = fmt::format("{}/{}/net/{}", proc, pid, name);
-      auto text = ReadFile(path);
+      auto text = ReadFileText(path);
       if (!text) {
         if (family == kAfInet6 && text.error().code == ENOENT) continue;  // no IPv6
         return text.error().Wrap(fmt::format("read TCP sockets of pid {}", pid));
