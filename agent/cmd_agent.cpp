@@ -12,14 +12,24 @@
 #include "exporters/otlp/otlp_metrics_bridge.hpp"
 #include "exporters/otlp/otlp_pipeline.hpp"
 #include "exporters/prometheus/prometheus_exporter.hpp"
+#include "exporters/prometheus/network_metrics.hpp"
 #include "exporters/prometheus/request_metrics.hpp"
 #include "live_source.hpp"
+#include "net_join.hpp"
+#include "peer_resolver.hpp"
 #include "span_enricher.hpp"
 
 namespace isoscope {
 namespace {
 
-exporters::SelfStats CollectSelfStats(const source::SourceStats& s, const ContainerProbes& probes) {
+// Evidence forgotten early to respect memory bounds: a loss, counted with the others.
+struct EvidenceLosses {
+  std::uint64_t delays_evicted = 0;
+  std::uint64_t network_evicted = 0;
+};
+
+exporters::SelfStats CollectSelfStats(const source::SourceStats& s, const ContainerProbes& probes,
+                                      const EvidenceLosses& evidence) {
   exporters::SelfStats out;
   for (std::uint16_t k = 1; k < ISO_REC_KIND_MAX; ++k) {
     if (s.received[k] || k <= ISO_REC_DELAY || k == ISO_REC_SNAPSHOT) {
@@ -28,7 +38,9 @@ exporters::SelfStats CollectSelfStats(const source::SourceStats& s, const Contai
   }
   out.lost_by_reason = {{"ringbuf_full", s.lost_ringbuf},
                         {"tasks_map_full", s.lost_tasks_full},
-                        {"invalid", s.invalid}};
+                        {"invalid", s.invalid},
+                        {"evidence_evicted", evidence.delays_evicted},
+                        {"net_evidence_evicted", evidence.network_evicted}};
   for (const auto& p : probes.ReadRunStats()) {
     out.programs.push_back({p.name, p.attached, p.run_ns, p.run_cnt});
   }
@@ -120,9 +132,25 @@ int RunAgent(const AgentOptions& o) {
     }
     request_metrics.OnSpan(span, workload);
   };
-  auto otlp_pipeline = StartOtlp(o, prom, [&](otlp::TraceRequest& req, const otlp::PeerInfo&) {
-    EnrichSpans(req, evidence, enrich_stats, observe_span);
+  // Network evidence (docs/network.md): joined to spans by flow, and node-wide metrics.
+  network::NetEvidence net_evidence;
+  network::NetEvidenceSink net_sink(net_evidence);
+  exporters::NetworkMetrics net_metrics(prom.registry(), o.max_workloads);
+  NetworkObserver net_observer([&](const network::NetInterval& i, correlator::WorkloadKey owner) {
+    net_metrics.OnInterval(i, owner.id != 0 ? describe(owner) : correlator::TargetInfo{});
   });
+  PeerResolver peers;
+  EnrichOptions enrich;
+  enrich.net = MakeNetLookup(net_evidence);
+  enrich.describe = [&describe](std::uint64_t v2, std::uint64_t v1) {
+    return describe(correlator::WorkloadOf(v2, v1));
+  };
+  enrich.peer_process = [&peers](const std::string& uri) { return peers.Resolve(uri); };
+  enrich.child_span_min_s = o.child_span_min_ms < 0 ? -1.0 : o.child_span_min_ms / 1e3;
+  auto otlp_pipeline =
+      StartOtlp(o, prom, [&](otlp::TraceRequest& req, const otlp::PeerInfo& peer) {
+        EnrichSpans(req, evidence, enrich_stats, observe_span, enrich, peer.address);
+      });
   if (!otlp_pipeline) {
     std::fprintf(stderr, "isoscope agent: %s\n", otlp_pipeline.error().message.c_str());
     return kExitUsage;
@@ -170,16 +198,21 @@ int RunAgent(const AgentOptions& o) {
     }
     prom.OnInterval(reports);
     evidence.Expire(sample.end_ns);
+    net_evidence.Expire(sample.end_ns);
     for (const auto& d : sample.delays) {
       const auto key = correlator::WorkloadOf(d.hdr.cgroup_v2_id, d.hdr.cgroup_v1_cpu_id);
       prom.OnDelay(d.cause, static_cast<double>(d.hdr.ts_ns - d.start_ns) / 1e9, describe(key));
     }
   });
 
-  source::TeeSink sink({&table, &evidence_sink});
+  source::TeeSink sink({&evidence_sink, &net_sink, &net_observer, &table});
   while (true) {
     auto more = (*live)->NextInterval(sink);
-    prom.SetSelfStats(CollectSelfStats((*live)->stats(), (*live)->probes()));
+    const EvidenceLosses losses{evidence.stats().evicted, net_evidence.Stats().evicted};
+    prom.SetSelfStats(CollectSelfStats((*live)->stats(), (*live)->probes(), losses));
+    std::map<std::string, std::uint64_t> drops;
+    for (const auto& d : (*live)->probes().ReadDropReasons()) drops[d.name] += d.count;
+    net_metrics.SetDrops(drops);
     request_metrics.SetEnrichStats(enrich_stats);
     if (!more) {
       spdlog::error("{}", more.error().message);

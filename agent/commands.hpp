@@ -60,6 +60,8 @@ struct AgentOptions {
   std::size_t otlp_queue = 8192;
   // Seconds between pushes of the agent's own metrics to otlp_endpoint (0 = never).
   double otlp_metrics_interval_s = 10;
+  // A child span per blamable cause of at least this many ms under each enriched span (< 0: none).
+  double child_span_min_ms = -1;
 };
 int RunAgent(const AgentOptions& options);
 

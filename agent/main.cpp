@@ -77,6 +77,9 @@ int main(int argc, char** argv) {
                    "seconds between pushes of the agent's metrics to --otlp-endpoint (0: off)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 86400.0));
+  agent_cmd->add_option("--child-span-min-ms", agent.child_span_min_ms,
+                        "add a child span per isolation/network cause of at least this many ms to "
+                        "each enriched span (default: none)");
   add_common(agent_cmd, agent.common);
 
   try {

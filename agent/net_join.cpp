@@ -83,6 +83,30 @@ correlator::NetworkSection TargetNetwork::Close(std::uint64_t start_ns, std::uin
   return out;
 }
 
+void NetworkObserver::Learn(const network::FlowKey& flow, const iso_rec_hdr& hdr) {
+  if (!flow.Valid() || (hdr.cgroup_v2_id == 0 && hdr.cgroup_v1_cpu_id == 0)) return;
+  if (owners_.size() >= kMaxFlows) owners_.clear();  // bounded; owners are learned again
+  owners_[flow] = correlator::WorkloadOf(hdr.cgroup_v2_id, hdr.cgroup_v1_cpu_id);
+}
+
+void NetworkObserver::OnRecord(const iso_rec_hdr& hdr, std::span<const std::byte> bytes) {
+  if (hdr.kind == ISO_REC_TRACEPARENT) {
+    iso_rec_traceparent rec;
+    std::memcpy(&rec, bytes.data(), sizeof(rec));
+    Learn(network::FlowFromTraceparent(rec), hdr);
+    return;
+  }
+  if (hdr.kind != ISO_REC_NET) return;
+  iso_rec_net rec;
+  std::memcpy(&rec, bytes.data(), sizeof(rec));
+  const network::FlowKey flow = network::FlowFromNet(rec);
+  if (rec.flags & ISO_NET_F_TASK) Learn(flow, hdr);
+  const network::NetInterval interval = network::MakeInterval(rec, attributor_.Attribute(rec));
+  correlator::WorkloadKey owner;
+  if (auto it = owners_.find(flow); it != owners_.end()) owner = it->second;
+  callback_(interval, owner);
+}
+
 void RequestLog::Add(const SpanOutcome& outcome) {
   std::lock_guard<std::mutex> lock(mu_);
   pending_.push_back(outcome);

@@ -5,7 +5,9 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <mutex>
+#include <unordered_map>
 #include <span>
 #include <string>
 #include <vector>
@@ -46,6 +48,24 @@ class TargetNetwork : public source::RecordSink {
   std::vector<network::FlowKey> learned_;
   network::NetworkSummary summary_;
   std::uint64_t overflow_ = 0;  // records over kMaxPending in one interval (counted, not summed)
+};
+
+// Network records for node-wide metrics (agent): each record classified once (slice, retransmit
+// attribution) and handed on with the workload that owns its flow. A flow's owner is learned from
+// records of processes (traceparent reads/writes, receive-queue reads); packet records of a flow
+// seen before its owner carry an unknown (zero) workload. Owners are kept for kMaxFlows flows.
+class NetworkObserver : public source::RecordSink {
+ public:
+  using Callback = std::function<void(const network::NetInterval&, correlator::WorkloadKey)>;
+  explicit NetworkObserver(Callback callback) : callback_(std::move(callback)) {}
+  void OnRecord(const iso_rec_hdr& hdr, std::span<const std::byte> bytes) override;
+
+ private:
+  static constexpr std::size_t kMaxFlows = 1u << 16;
+  void Learn(const network::FlowKey& flow, const iso_rec_hdr& hdr);
+  Callback callback_;
+  network::RetransAttributor attributor_;
+  std::unordered_map<network::FlowKey, correlator::WorkloadKey, network::FlowKeyHash> owners_;
 };
 
 // Requests joined while tracing: SpanOutcomes arrive on gRPC threads; the trace loop takes those
