@@ -46,6 +46,8 @@ WORK_MS = 15          # CPU time per request
 QUOTA_US, PERIOD_US = 20000, 100000
 SLOW_NS = 50_000_000  # a throttled span longer than this must be blamed on the throttle
 SERVER_KIND = 2       # SPAN_KIND_SERVER
+INTERNAL_KIND = 1     # SPAN_KIND_INTERNAL: isoscope's child spans per cause
+CHILD_MIN_MS = 20     # --child-span-min-ms
 CAUSE = "container.cpu_throttle"
 # Diagnostics: hold every export batch in the servers this long (0: the SDK's own timing).
 EXPORT_DELAY_MS = int(os.environ.get("ISOSCOPE_SPAN_EXPORT_DELAY_MS", "0"))
@@ -119,7 +121,7 @@ class SpanCorrelation(unittest.TestCase):
                 "--metrics-addr", f"127.0.0.1:{cls.metrics_port}",
                 "--otlp-listen", f"127.0.0.1:{cls.otlp_port}",
                 "--otlp-endpoint", f"127.0.0.1:{cls.upstream_port}",
-                "--interval", "1"]
+                "--interval", "1", "--child-span-min-ms", str(CHILD_MIN_MS)]
         h.log("starting " + " ".join(argv))
         cls.agent = subprocess.Popen(  # pylint: disable=consider-using-with
             argv, stdout=subprocess.DEVNULL, stderr=cls.agent_log, stdin=subprocess.DEVNULL)
@@ -176,9 +178,12 @@ class SpanCorrelation(unittest.TestCase):
         deadline = time.monotonic() + 60
         while True:
             cls.spans = {}
+            cls.children = {}  # parent span id -> isoscope child spans
             for s in h.read_jsonl(cls.collector_out):
                 if s.get("kind") == SERVER_KIND and s.get("traceId") in cls.sent:
                     cls.spans[s["traceId"]] = s
+                elif s.get("kind") == INTERNAL_KIND and s.get("name", "").startswith("isoscope "):
+                    cls.children.setdefault(s.get("parentSpanId"), []).append(s)
             if len(cls.spans) == len(cls.sent) or time.monotonic() > deadline:
                 break
             time.sleep(0.3)
@@ -280,6 +285,31 @@ class SpanCorrelation(unittest.TestCase):
             self.assertLessEqual(float(s["attributes"].get(f"isoscope.cause.{CAUSE}.seconds", 0)),
                                  dur_s + 1e-6)
 
+
+    def test_7_child_span_per_cause_above_the_threshold(self):
+        """--child-span-min-ms: each blamable cause of at least that many ms becomes an INTERNAL
+        child span of the enriched span, in its trace, named after the cause."""
+        with_children = 0
+        for t, s in self.spans.items():
+            a = s["attributes"]
+            want = sorted(k[len("isoscope.cause."):-len(".seconds")] for k, v in a.items()
+                          if k.startswith("isoscope.cause.") and k.endswith(".seconds")
+                          and not k.startswith("isoscope.cause.app.")
+                          and float(v) >= CHILD_MIN_MS / 1e3)
+            kids = self.children.get(s["spanId"], [])
+            got = sorted(k["attributes"].get("isoscope.cause") for k in kids)
+            self.assertEqual(got, want, self.describe(s))
+            for k in kids:
+                self.assertEqual(k["traceId"], t)
+                self.assertEqual(k["name"], "isoscope " + k["attributes"]["isoscope.cause"])
+                secs = float(a[f"isoscope.cause.{k['attributes']['isoscope.cause']}.seconds"])
+                dur = (int(k["endTimeUnixNano"]) - int(k["startTimeUnixNano"])) / 1e9
+                self.assertAlmostEqual(dur, secs, delta=1e-6)
+                self.assertGreaterEqual(int(k["startTimeUnixNano"]), int(s["startTimeUnixNano"]))
+            with_children += bool(kids)
+        h.log(f"{with_children} spans have isoscope child spans")
+        # The slow throttled spans (throttled >= 20 ms) have one.
+        self.assertGreater(with_children, 0)
 
     def test_6_trace_shows_the_targets_requests(self):
         """`isoscope trace --pid P --json --otlp-listen`: per-request objects for the target's
