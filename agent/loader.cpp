@@ -1,9 +1,12 @@
 #include "loader.hpp"
 
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 
@@ -51,6 +54,7 @@ Result<isoscope_bpf*> TryLoad(const LoadOptions& o, std::vector<ProgramState>& p
   skel->rodata->net_enabled = o.network && network;
   skel->rodata->net_min_ns = o.stream_min_ns;
   skel->rodata->host_netns_ino = o.host_netns_ino ? o.host_netns_ino : SelfNetnsInode();
+  skel->rodata->kernel_hz = o.kernel_hz ? o.kernel_hz : KernelConfigHz();
   skel->rodata->max_head_reads = o.max_head_reads;
   bpf_map__set_max_entries(skel->maps.tasks, o.max_threads);
   bpf_map__set_max_entries(skel->maps.events, o.ringbuf_bytes);
@@ -305,6 +309,28 @@ std::vector<std::string> KernelDropReasonNames() {
   }
   btf__free(vmlinux);
   return names;
+}
+
+std::uint32_t KernelConfigHz() {
+  static const std::uint32_t hz = [] {
+    utsname u{};
+    std::string cmd = "zcat /proc/config.gz 2>/dev/null";
+    if (uname(&u) == 0) {
+      cmd = fmt::format("cat '/boot/config-{}' 2>/dev/null || {}", u.release, cmd);
+    }
+    std::uint32_t value = 0;
+    if (FILE* p = popen(cmd.c_str(), "r")) {
+      char line[256];
+      while (std::fgets(line, sizeof(line), p)) {
+        if (std::strncmp(line, "CONFIG_HZ=", 10) == 0) {
+          value = static_cast<std::uint32_t>(std::strtoul(line + 10, nullptr, 10));
+        }
+      }
+      pclose(p);
+    }
+    return value;
+  }();
+  return hz;
 }
 
 std::uint32_t SelfNetnsInode() {

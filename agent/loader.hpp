@@ -31,6 +31,7 @@ struct LoadOptions {
   // host_netns_ino) is the inode of /proc/self/ns/net unless given here.
   bool network = true;                     // false: network programs off, rodata net_enabled = 0
   std::uint32_t host_netns_ino = 0;        // 0: stat /proc/self/ns/net
+  std::uint32_t kernel_hz = 0;             // rodata kernel_hz; 0: KernelConfigHz()
 };
 
 // Cumulative drops of one kernel drop reason (enum skb_drop_reason), summed over CPUs.
@@ -102,5 +103,9 @@ std::vector<std::string> KernelDropReasonNames();
 
 // The inode of this process's network namespace (/proc/self/ns/net), 0 if unknown.
 std::uint32_t SelfNetnsInode();
+
+// CONFIG_HZ of the running kernel from /boot/config-<release> or /proc/config.gz, 0 if
+// neither is readable (BPF then assumes 250).
+std::uint32_t KernelConfigHz();
 
 }  // namespace isoscope

@@ -38,8 +38,12 @@
 const volatile __u64 net_min_ns = 1000000; /* emit intervals at least this long */
 const volatile __u32 host_netns_ino = 0;   /* the agent's /proc/self/ns/net inode */
 const volatile bool net_enabled = true;
-
-extern unsigned int CONFIG_HZ __kconfig __weak;
+/* The kernel's CONFIG_HZ (icsk_rto is in jiffies), from the kernel config in
+ * user space; 0: unknown, taken as 250 (the default of most distributions).
+ * Not a __kconfig extern: libbpf 1.1 fails the whole object when the kernel
+ * config cannot be read (no /proc/config.gz, as on Debian's 6.1), even for a
+ * __weak extern. */
+const volatile __u32 kernel_hz = 0;
 
 /* An skb stage older than this is a leftover (an skb freed in between whose
  * address came back), not a measurement. */
@@ -428,7 +432,7 @@ static __always_inline void on_retransmit(const struct sock *sk, const struct sk
 	}
 	__builtin_memset(r, 0, sizeof(*r));
 	if (ca_state == ISO_TCP_CA_LOSS) {
-		hz = CONFIG_HZ ? CONFIG_HZ : 250;
+		hz = kernel_hz ? kernel_hz : 250;
 		wait = (__u64)BPF_CORE_READ(icsk, icsk_rto) * (1000000000ull / hz);
 		r->reason = ISO_NET_RETRANS_TIMEOUT;
 	} else {
