@@ -239,16 +239,36 @@ SpanResult EvidenceStore::Join(const SpanQuery& span, const NetLookup& net) cons
   if (span.end_boot_ns <= span.start_boot_ns) return r;
   r.breakdown.interval_s = static_cast<double>(span.end_boot_ns - span.start_boot_ns) / 1e9;
   std::optional<BindingRec> bound;
+  // A served request's own calls: requests of the same trace that the serving
+  // process sent during the span (their flows' network time is the span's too).
+  std::vector<SocketTuple> calls;
   {
     std::lock_guard<std::mutex> lock(mu_);
     const SpanId& key_id = span.outbound ? span.span_id : span.parent_span_id;
     auto found = bindings_.find(BindingKey(span.trace_id, key_id, span.outbound));
     if (found != bindings_.end()) bound = found->second;
+    if (bound && !span.outbound && net) {
+      const std::string prefix = BindingKey(span.trace_id, SpanId{}, true).substr(0, 1 + 16);
+      for (auto it = bindings_.lower_bound(prefix);
+           it != bindings_.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it) {
+        const BindingRec& call = it->second;
+        if (call.tgid == bound->tgid && call.ts_ns >= span.start_boot_ns &&
+            call.ts_ns <= span.end_boot_ns) {
+          calls.push_back(call.socket);
+        }
+      }
+    }
   }
   if (bound) {
-    // The network lookup runs outside our lock (it has its own).
+    // The network lookups run outside our lock (the network store has its own).
     std::vector<NetPiece> pieces;
-    if (net) pieces = net(bound->socket, span.start_boot_ns, span.end_boot_ns);
+    if (net) {
+      pieces = net(bound->socket, span.start_boot_ns, span.end_boot_ns);
+      for (const auto& socket : calls) {
+        auto more = net(socket, span.start_boot_ns, span.end_boot_ns);
+        pieces.insert(pieces.end(), more.begin(), more.end());
+      }
+    }
     std::lock_guard<std::mutex> lock(mu_);
     r.binding = Binding::kThread;
     r.tgid = bound->tgid;

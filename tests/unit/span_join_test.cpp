@@ -289,3 +289,36 @@ TEST(SpanJoinNetwork, ContainerAndPeerCandidatesBindWithTheirOwnNameAndLowerConf
 
 }  // namespace
 }  // namespace isoscope::correlator
+
+namespace isoscope::correlator {
+namespace {
+
+TEST(SpanJoinNetwork, ServerSpanAlsoGetsTheNetworkTimeOfItsOwnOutboundCalls) {
+  EvidenceStore store;
+  // Server thread 601 read request (trace 0x60, parent 0x61) at 0, called a
+  // downstream service at 10 ms (its CLIENT span 0x62) and waited 10-90 ms.
+  auto call = testing::Traceparent(600, 601, 10 * kMs, 0x60, 0x62);
+  reinterpret_cast<iso_rec_traceparent*>(call.data())->flags |= ISO_TP_F_OUTBOUND;
+  reinterpret_cast<iso_rec_traceparent*>(call.data())->sport = 50000;
+  // A call of another trace in the same window must not count.
+  auto other = testing::Traceparent(600, 601, 12 * kMs, 0x70, 0x63);
+  reinterpret_cast<iso_rec_traceparent*>(other.data())->flags |= ISO_TP_F_OUTBOUND;
+  reinterpret_cast<iso_rec_traceparent*>(other.data())->sport = 50001;
+  Feed(store, {testing::Traceparent(600, 601, 0, 0x60, 0x61), call, other,
+               testing::Delay(600, 601, ISO_CAUSE_APP_BLOCKED_OTHER, 10 * kMs, 90 * kMs)});
+  const abi::Cause remote = abi::NetworkCause(ISO_SLICE_REMOTE, ISO_NET_PROTOCOL);
+  std::vector<std::uint16_t> ports;
+  NetLookup net = [&](const SocketTuple& s, std::uint64_t, std::uint64_t) {
+    ports.push_back(s.local_port);
+    if (s.local_port == 50000) return std::vector<NetPiece>{{20 * kMs, 70 * kMs, remote}};
+    if (s.local_port == 50001) return std::vector<NetPiece>{{0, 100 * kMs, remote}};
+    return std::vector<NetPiece>{};
+  };
+  auto r = store.Join(Span(0x60, 0x61, 0, 100 * kMs), net);
+  EXPECT_EQ(ports, (std::vector<std::uint16_t>{0, 50000}));
+  EXPECT_NEAR(r.breakdown.seconds[remote], 0.050, 1e-9);
+  EXPECT_NEAR(r.breakdown.seconds[ISO_CAUSE_APP_BLOCKED_OTHER], 0.030, 1e-9);
+}
+
+}  // namespace
+}  // namespace isoscope::correlator
