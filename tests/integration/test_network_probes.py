@@ -9,7 +9,8 @@ qdisc. While `isoscope record` runs:
     record of >= 250 ms carrying the reading thread's tid and the netns's inode;
   - a client sends an HTTP request with a traceparent header: an outbound TRACEPARENT record
     (ISO_TP_F_OUTBOUND) whose parent_span_id is the header's parent-id.
-The recording is parsed here with struct (docs/abi.md, "Recording format"; bpf/include/isoscope/
+The scenario runs twice: with the preferred tp_btf programs and with --no-tp-btf (the raw_tp
+twins). The recording is parsed here with struct (docs/abi.md, "Recording format"; bpf/include/isoscope/
 abi.h). Namespaces, qdiscs and processes are removed in every case.
 """
 
@@ -150,6 +151,8 @@ def parse_recording(path):
 
 
 class NetworkProbes(unittest.TestCase):
+    RECORD_ARGS = []  # the preferred tp_btf programs
+
     @classmethod
     def setUpClass(cls):
         h.require_bpf()
@@ -175,7 +178,8 @@ class NetworkProbes(unittest.TestCase):
     @classmethod
     def run_scenario(cls):
         rec = subprocess.Popen(
-            [str(h.BIN), "record", "-o", cls.recording, "--duration", "40", "--interval", "0.5"],
+            [str(h.BIN), "record", "-o", cls.recording, "--duration", "40", "--interval", "0.5",
+             *cls.RECORD_ARGS],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         cls.procs.append(rec)
         time.sleep(6)  # load, verify and attach
@@ -264,6 +268,12 @@ class NetworkProbes(unittest.TestCase):
         self.assertEqual(t["tgid"], os.getpid())
         self.assertEqual(t["sport"], self.client_port)
         self.assertEqual(socket.inet_ntoa(t["daddr"][:4]), NS_IP)
+
+
+class NetworkProbesRawTp(NetworkProbes):
+    """The same scenario through the raw_tp fallback programs."""
+
+    RECORD_ARGS = ["--no-tp-btf"]
 
 
 if __name__ == "__main__":
