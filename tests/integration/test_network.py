@@ -30,8 +30,9 @@ Where the queue goes (a qdisc only sees what leaves through its device):
   (~50 ms per request, measured by the client).
 
 Phases (one shared agent, collector and topology) and what each scenario asserts:
-  baseline_pod / baseline_host / baseline_get: no fault (the 32 KiB POST load from the client
-      netns and from the host; small GETs from the client netns).
+  baseline_pod / baseline_host / baseline_get / baseline_seq: no fault (the 32 KiB POST load from
+      the client netns and from the host; small GETs from the client netns, 4 at a time and one
+      at a time).
   1. queue_pod, queue_bridge: for requests the client saw slowed by more than 10 ms against its
       own baseline median ("slow"), the CLIENT span's verdict is network.pod.queue (pod placement)
       / network.node.queue (node placement) on >= 80%; no span of the phase has the other slice's
@@ -47,9 +48,11 @@ Phases (one shared agent, collector and topology) and what each scenario asserts
       Fault check: RetransSegs in the server netns grows and the dropper counted drops. Affected requests (client latency > max(50 ms, 5 x baseline_get
       median)): CLIENT span verdict network.<slice>.protocol on >= 80%, and the slice is "pod" (the
       drop happened on a pod's veth, docs/network.md) on >= 80% ([DROP-SLICE]); the agent's /metrics
-      isoscope_net_drops_total{reason="TC_EGRESS"} >= the drops the dropper counted ([DROP-METRIC]).
-  3. throttle: every SERVER span > 50 ms: container.cpu_throttle on >= 80%; no SERVER span and
-      <= 5% of CLIENT spans blamed on a network cause; the cgroup's kernel throttled time > 0.
+      isoscope_net_drops_total{reason="tc_egress"} (any case) >= the drops the dropper counted
+      ([DROP-METRIC]).
+  3. throttle (sequential GETs): every SERVER span > 50 ms: container.cpu_throttle on >= 80%; no
+      SERVER span blamed on a network cause; the cgroup's kernel throttled time > 0 (test_30);
+      <= 5% of the CLIENT spans blamed on a network cause (test_31).
   4. slowread: fault check: `ss` shows a Recv-Q > 0 on the slow server's sockets during the phase.
       SERVER spans: verdict network.pod.queue on >= 80%; the median of
       isoscope.cause.network.pod.queue.seconds / (the wait the server measured between the
@@ -321,6 +324,9 @@ class Network(unittest.TestCase):
             rec["records"] = cls.client("baseline_get", t.client_ns, PORT_MAIN, 100,
                                         ["--concurrency", CONC])
 
+        def baseline_seq(rec):
+            rec["records"] = cls.client("baseline_seq", t.client_ns, PORT_MAIN, 100)
+
         def queue_pod(rec):
             t.add_tbf("server_host", **TBF)
             before = t.nstat(t.server_ns)
@@ -409,7 +415,8 @@ class Network(unittest.TestCase):
                   f"{rec['recvq_samples']} samples with data waiting")
 
         for name, fn in (("baseline_pod", baseline_pod), ("baseline_host", baseline_host),
-                         ("baseline_get", baseline_get), ("queue_pod", queue_pod),
+                         ("baseline_get", baseline_get), ("baseline_seq", baseline_seq),
+                         ("queue_pod", queue_pod),
                          ("queue_bridge", queue_bridge), ("drop", drop),
                          ("throttle", throttle), ("slowread", slowread)):
             cls.phase(name, fn)
@@ -586,6 +593,12 @@ class Network(unittest.TestCase):
               f"{counts(verdict(s) for _, s in self.pairs('drop', SERVER_KIND))}")
         for r, s in affected[:6]:
             h.log(f"  e.g. latency {r['latencyMs']:.1f} ms: {describe(s)}")
+        prot_ms = sorted(sum(float(v) for k, v in s["attributes"].items()
+                             if re.fullmatch(r"isoscope\.cause\.network\.[a-z]+\.protocol\.seconds", k))
+                         * 1000 for _, s in affected)
+        h.log(f"[drop] affected: network.*.protocol reported ms median {statistics.median(prot_ms):.1f} "
+              f"(max {prot_ms[-1]:.1f}) vs client extra delay ms median "
+              f"{statistics.median(r['latencyMs'] - base for r, _ in affected):.1f}")
         protocol = [(r, s) for r, s in affected
                     if re.fullmatch(r"network\.[a-z]+\.protocol", verdict(s) or "")]
         self.assertGreaterEqual(len(protocol), 0.8 * len(affected),
@@ -604,9 +617,10 @@ class Network(unittest.TestCase):
         lines = [ln for ln in self.metrics.splitlines()
                  if ln.startswith("isoscope_net_drops_total")]
         h.log(f"[drop] /metrics: {lines[:12]}")
-        tc = sum(float(ln.rsplit(" ", 1)[1]) for ln in lines if 'reason="TC_EGRESS"' in ln)
+        tc = sum(float(ln.rsplit(" ", 1)[1]) for ln in lines
+                 if 'reason="tc_egress"' in ln.lower())
         self.assertGreaterEqual(tc, dropped,
-                                f"[DROP-METRIC] isoscope_net_drops_total{{reason=\"TC_EGRESS\"}} = "
+                                f"[DROP-METRIC] isoscope_net_drops_total{{reason=\"tc_egress\"}} = "
                                 f"{tc} after {dropped} tc egress drops: {lines[:12]}")
 
     # ---- 3. throttle -----------------------------------------------------------------------
@@ -628,9 +642,18 @@ class Network(unittest.TestCase):
                                 f"{len(blamed)}/{len(slow)} slow spans blamed on the throttle: {sv}")
         net_servers = [s for _, s in servers if is_network(verdict(s))]
         self.assertEqual(len(net_servers), 0, f"SERVER spans blamed on the network: {sv}")
+
+    def test_31_throttle_not_network_client_side(self):
+        # The client's view of a throttled server: the request may wait in the server's receive
+        # queue while the server is throttled; that is still the throttle, not the network.
+        self.records("throttle")
+        clients = self.pairs("throttle", CLIENT_KIND)
+        cv = counts(verdict(s) for _, s in clients)
         net_clients = [s for _, s in clients if is_network(verdict(s))]
+        for s in net_clients[:4]:
+            h.log(f"  [throttle] CLIENT blamed on the network: {describe(s)}")
         self.assertLessEqual(len(net_clients), 0.05 * len(clients),
-                             f"CLIENT spans blamed on the network: {cv}")
+                             f"CLIENT spans of a throttled server blamed on the network: {cv}")
 
     # ---- 4. slow reader --------------------------------------------------------------------
     def test_40_slow_read_is_pod_queue(self):
@@ -675,7 +698,7 @@ class Network(unittest.TestCase):
     # ---- 5. baseline -----------------------------------------------------------------------
     def test_50_baseline_no_network_blame(self):
         errors = []
-        for phase in ("baseline_pod", "baseline_host", "baseline_get"):
+        for phase in ("baseline_pod", "baseline_host", "baseline_get", "baseline_seq"):
             self.records(phase)
             for kind, kname in ((CLIENT_KIND, "CLIENT"), (SERVER_KIND, "SERVER")):
                 spans = [s for _, s in self.pairs(phase, kind)]
