@@ -15,6 +15,10 @@ correlator::NetLookup MakeNetLookup(const network::NetEvidence& evidence) {
     std::vector<correlator::NetPiece> pieces;
     if (!flow.Valid()) return pieces;
     for (const auto& i : evidence.Intervals(flow, start, end)) {
+      // A receive-queue wait is the reading socket's: data waited for that
+      // end's application (busy, throttled or slow to read), which explains
+      // its own span, not the peer's, whose request merely waited for it.
+      if (i.event == ISO_NET_EV_RCVQ && s.sock != 0 && i.sock != s.sock) continue;
       pieces.push_back({i.start_ns, i.end_ns, i.cause});
     }
     return pieces;

@@ -20,7 +20,8 @@
 
 namespace isoscope {
 
-// The network intervals of a bound socket's flow, from `evidence`.
+// The network intervals of a bound socket's flow, from `evidence`; receive-queue waits only
+// when they are the bound socket's own (docs/network.md, "Joining a request").
 correlator::NetLookup MakeNetLookup(const network::NetEvidence& evidence);
 
 // Lower-case hex of an id.

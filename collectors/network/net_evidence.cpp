@@ -12,6 +12,7 @@ NetInterval MakeInterval(const iso_rec_net& rec, std::uint32_t slice) {
   out.event = rec.event;
   out.reason = rec.reason;
   out.bytes = rec.bytes;
+  out.sock = rec.sock;
   return out;
 }
 

@@ -33,6 +33,7 @@ struct NetInterval {
   std::uint8_t event = 0;    // enum iso_net_event
   std::uint16_t reason = 0;  // ISO_NET_RETRANS_* or the kernel's drop reason
   std::uint32_t bytes = 0;
+  std::uint64_t sock = 0;  // the socket of a socket event (RCVQ, RETRANS); 0 for packets
 };
 
 // The interval of one record in `slice` (no flow, no store).
