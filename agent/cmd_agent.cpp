@@ -135,6 +135,7 @@ int RunAgent(const AgentOptions& o) {
   // Network evidence (docs/network.md): joined to spans by flow, and node-wide metrics.
   network::NetEvidence net_evidence;
   network::NetEvidenceSink net_sink(net_evidence);
+  net_evidence.SetOldDataReason(DropReasonValue(KernelDropReasonNames(), "tcp_old_data"));
   exporters::NetworkMetrics net_metrics(prom.registry(), o.max_workloads);
   NetworkObserver net_observer([&](const network::NetInterval& i, correlator::WorkloadKey owner) {
     net_metrics.OnInterval(i, owner.id != 0 ? describe(owner) : correlator::TargetInfo{});

@@ -287,6 +287,7 @@ int RunTrace(const TraceOptions& o) {
   }
   std::vector<std::string> drop_names;
   if (live) drop_names = KernelDropReasonNames();
+  net_evidence.SetOldDataReason(DropReasonValue(drop_names, "tcp_old_data"));
 
   container::ThreadTable table([&](const container::IntervalSample& sample) {
     correlator::IntervalReport report;

@@ -19,10 +19,17 @@ correlator::NetLookup MakeNetLookup(const network::NetEvidence& evidence) {
       // end's application (busy, throttled or slow to read), which explains
       // its own span, not the peer's, whose request merely waited for it.
       if (i.event == ISO_NET_EV_RCVQ && s.sock != 0 && i.sock != s.sock) continue;
-      pieces.push_back({i.start_ns, i.end_ns, i.cause});
+      pieces.push_back({i.start_ns, i.end_ns, i.cause, i.event == ISO_NET_EV_RCVQ});
     }
     return pieces;
   };
+}
+
+std::uint16_t DropReasonValue(const std::vector<std::string>& names, std::string_view name) {
+  for (std::size_t i = 0; i < names.size() && i <= 0xffff; ++i) {
+    if (names[i] == name) return static_cast<std::uint16_t>(i);
+  }
+  return 0;
 }
 
 std::string HexId(std::span<const std::uint8_t> id) {

@@ -10,6 +10,7 @@
 #include <unordered_map>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "collectors/network/net_evidence.hpp"
@@ -23,6 +24,10 @@ namespace isoscope {
 // The network intervals of a bound socket's flow, from `evidence`; receive-queue waits only
 // when they are the bound socket's own (docs/network.md, "Joining a request").
 correlator::NetLookup MakeNetLookup(const network::NetEvidence& evidence);
+
+// The value of the kernel drop reason `name` ("tcp_old_data") in `names` (KernelDropReasonNames),
+// 0 when the kernel does not have it.
+std::uint16_t DropReasonValue(const std::vector<std::string>& names, std::string_view name);
 
 // Lower-case hex of an id.
 std::string HexId(std::span<const std::uint8_t> id);

@@ -407,10 +407,17 @@ static __always_inline void fill_sock(struct iso_rec_net *r, const struct sock *
 }
 
 /*
- * A retransmission. In TCP_CA_Loss the retransmission timer fired (RTO):
- * icsk_rto still holds the timeout that elapsed (tcp_retransmit_timer backs
- * it off only after retransmitting). Otherwise a fast retransmit / recovery
- * (or a tail loss probe), whose wait is about one smoothed RTT.
+ * A retransmission, and the wait that preceded it: the flow has stalled since
+ * the later of the start of the current send flight (tp->first_tx_mstamp, set
+ * when data left with nothing in flight) and the last delivery
+ * (tp->delivered_mstamp, on ACK/SACK progress), both in us on the TCP clock
+ * (CLOCK_MONOTONIC, as bpf_ktime_get_ns). That covers an RTO, a tail loss
+ * probe (~2 RTT + 200 ms for a lone segment) and a fast retransmit alike.
+ * Neither the retransmitted skb's send stamp nor tp->lsndtime helps: the
+ * transmit path refreshes both before this tracepoint fires. In TCP_CA_Loss
+ * the timer fired (reason TIMEOUT), in TCP_CA_Recovery it is a fast
+ * retransmit (FAST); a probe in Open/Disorder is timer-driven (TIMEOUT).
+ * Falls back to icsk_rto (timeout) or srtt (fast) when the stamps look wrong.
  */
 static __always_inline void on_retransmit(const struct sock *sk, const struct sk_buff *skb)
 {
@@ -431,13 +438,30 @@ static __always_inline void on_retransmit(const struct sock *sk, const struct sk
 		return;
 	}
 	__builtin_memset(r, 0, sizeof(*r));
-	if (ca_state == ISO_TCP_CA_LOSS) {
-		hz = kernel_hz ? kernel_hz : 250;
-		wait = (__u64)BPF_CORE_READ(icsk, icsk_rto) * (1000000000ull / hz);
-		r->reason = ISO_NET_RETRANS_TIMEOUT;
-	} else {
-		wait = (__u64)(BPF_CORE_READ(tp, srtt_us) >> 3) * 1000;
-		r->reason = ISO_NET_RETRANS_FAST;
+	{
+		__u64 now_us = bpf_ktime_get_ns() / 1000;
+		__u64 since = BPF_CORE_READ(tp, first_tx_mstamp);
+		__u64 delivered = BPF_CORE_READ(tp, delivered_mstamp);
+
+		if (delivered > since)
+			since = delivered;
+		r->reason = ca_state == ISO_TCP_CA_RECOVERY ? ISO_NET_RETRANS_FAST
+							     : ISO_NET_RETRANS_TIMEOUT;
+		/* More than 2 minutes (TCP_RTO_MAX) or in the future: not a stamp of
+		 * this stall. */
+		if (since && since <= now_us && now_us - since <= 120ull * 1000000) {
+			wait = (now_us - since) * 1000;
+			/* A fast retransmit follows the (S)ACK that just moved
+			 * delivered_mstamp: it costs the flow about one RTT. */
+			if (ca_state == ISO_TCP_CA_RECOVERY &&
+			    wait < (__u64)(BPF_CORE_READ(tp, srtt_us) >> 3) * 1000)
+				wait = (__u64)(BPF_CORE_READ(tp, srtt_us) >> 3) * 1000;
+		} else if (ca_state == ISO_TCP_CA_RECOVERY) {
+			wait = (__u64)(BPF_CORE_READ(tp, srtt_us) >> 3) * 1000;
+		} else {
+			hz = kernel_hz ? kernel_hz : 250;
+			wait = (__u64)BPF_CORE_READ(icsk, icsk_rto) * (1000000000ull / hz);
+		}
 	}
 	fill_net_hdr(r, now);
 	r->start_ns = wait < now ? now - wait : 0;

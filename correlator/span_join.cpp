@@ -56,6 +56,7 @@ void OverlayNetwork(std::uint64_t lo, std::uint64_t hi, abi::Cause app_cause,
     abi::Cause cause = app_cause;
     int best = 0;
     for (const auto& n : net) {
+      if (n.idle_only && app_cause == ISO_CAUSE_APP_ON_CPU) continue;
       if (n.start_ns <= a && n.end_ns >= b && NetRank(n.cause) > best) {
         best = NetRank(n.cause);
         cause = n.cause;

@@ -57,6 +57,9 @@ struct NetPiece {
   std::uint64_t start_ns = 0;
   std::uint64_t end_ns = 0;
   abi::Cause cause = 0;  // a network.<slice>.<mechanism> cause
+  // Takes only moments the thread slept (a receive-queue wait: data waiting
+  // while its reader ran other work is the reader's own business).
+  bool idle_only = false;
 };
 // The network intervals of the socket's flow overlapping [start, end).
 using NetLookup = std::function<std::vector<NetPiece>(const SocketTuple& socket,

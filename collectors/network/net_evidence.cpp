@@ -36,6 +36,18 @@ void NetEvidence::Add(const iso_rec_net& rec) {
   const NetInterval interval = MakeInterval(rec, slice);
   const bool drop = rec.event == ISO_NET_EV_DROP;
   PerFlow& per_flow = flows_[flow];
+  if (drop && old_data_reason_ != 0 && rec.reason == old_data_reason_) {
+    // The receiver already had this data: the latest retransmission of the flow was needless.
+    for (auto r = per_flow.intervals.rbegin(); r != per_flow.intervals.rend(); ++r) {
+      if (r->event != ISO_NET_EV_RETRANS) continue;
+      if (!r->spurious && r->end_ns <= interval.end_ns &&
+          interval.end_ns - r->end_ns <= kSpuriousWindowNs) {
+        r->spurious = true;
+        ++stats_.retrans_spurious;
+      }
+      break;
+    }
+  }
   (drop ? per_flow.drops : per_flow.intervals).push_back(interval);
   order_.push_back({interval.end_ns, flow, drop});
   ++stats_.added;
@@ -44,6 +56,11 @@ void NetEvidence::Add(const iso_rec_net& rec) {
     PopOldest();
     ++stats_.evicted;
   }
+}
+
+void NetEvidence::SetOldDataReason(std::uint16_t reason) {
+  std::lock_guard<std::mutex> lock(mu_);
+  old_data_reason_ = reason;
 }
 
 void NetEvidence::PopOldest() {
@@ -74,7 +91,7 @@ std::vector<NetInterval> NetEvidence::Intervals(const FlowKey& flow, std::uint64
   auto it = flows_.find(flow);
   if (it == flows_.end()) return out;
   for (const NetInterval& i : it->second.intervals) {
-    if (i.start_ns < end_ns && i.end_ns > start_ns) out.push_back(i);
+    if (i.start_ns < end_ns && i.end_ns > start_ns && !i.spurious) out.push_back(i);
   }
   return out;
 }

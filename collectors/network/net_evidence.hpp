@@ -34,6 +34,9 @@ struct NetInterval {
   std::uint16_t reason = 0;  // ISO_NET_RETRANS_* or the kernel's drop reason
   std::uint32_t bytes = 0;
   std::uint64_t sock = 0;  // the socket of a socket event (RCVQ, RETRANS); 0 for packets
+  // A retransmission the receiver showed to be needless (it dropped the copy as old data): the
+  // original was not lost, so its wait is not a protocol delay. Kept (for the bounds), not joined.
+  bool spurious = false;
 };
 
 // The interval of one record in `slice` (no flow, no store).
@@ -46,6 +49,7 @@ struct NetEvidenceStats {
   std::uint64_t no_flow = 0;  // records without an IP flow (not stored, cannot be joined)
   std::uint64_t invalid = 0;  // records with an unknown event or ending before they start
   std::uint64_t retrans_after_drop = 0;                  // retransmissions blamed on a drop's slice
+  std::uint64_t retrans_spurious = 0;  // retransmissions the receiver dropped as old data
   std::array<std::uint64_t, ISO_NET_EV_MAX> by_event{};  // stored, by enum iso_net_event
 };
 
@@ -61,6 +65,11 @@ class NetEvidence {
 
   // Classifies (SliceOf, RetransAttributor) and stores one record.
   void Add(const iso_rec_net& rec);
+  // The kernel's drop reason for "data already received" (SKB_DROP_REASON_TCP_OLD_DATA, whose
+  // value differs between kernels): such a drop within kSpuriousWindowNs after a retransmission
+  // of the same flow marks that retransmission spurious. 0: unknown, nothing is marked.
+  void SetOldDataReason(std::uint16_t reason);
+  static constexpr std::uint64_t kSpuriousWindowNs = 1000000000ull;
   // Forgets evidence that ended before now - window.
   void Expire(std::uint64_t now_ns);
 
@@ -92,6 +101,7 @@ class NetEvidence {
   RetransAttributor attributor_;                             // guarded by mu_
   std::unordered_map<FlowKey, PerFlow, FlowKeyHash> flows_;  // guarded by mu_
   std::deque<Entry> order_;  // every stored item in arrival order; guarded by mu_
+  std::uint16_t old_data_reason_ = 0;  // guarded by mu_
   NetEvidenceStats stats_;   // guarded by mu_
 };
 

@@ -54,3 +54,38 @@ TEST(NetJoin, HexIds) {
 
 }  // namespace
 }  // namespace isoscope
+
+namespace isoscope {
+namespace {
+
+TEST(NetJoin, RetransmissionsTheReceiverDroppedAsOldDataAreNotJoined) {
+  network::NetEvidence evidence;
+  constexpr std::uint16_t kOldData = 77;
+  evidence.SetOldDataReason(kOldData);
+  auto retrans = [](std::uint64_t start, std::uint64_t end) {
+    return testing::NetBuilder(ISO_NET_EV_RETRANS, ISO_NET_PROTOCOL, start, end)
+        .Flow(0x0a000001, 40000, 0x0a000002, 80)
+        .Socket(0xcafe, 1, 1, false)
+        .rec;
+  };
+  auto old_data = [](std::uint64_t at) {
+    return testing::NetBuilder(ISO_NET_EV_DROP, ISO_NET_PROTOCOL, at, at)
+        .Flow(0x0a000001, 40000, 0x0a000002, 80)
+        .Reason(kOldData)
+        .rec;
+  };
+  evidence.Add(retrans(0, 10 * kMs));
+  evidence.Add(old_data(11 * kMs));  // the copy arrived twice: needless
+  evidence.Add(retrans(20 * kMs, 220 * kMs));
+  evidence.Add(old_data(2000 * kMs));  // too late to say anything about it
+  const auto flow = network::FlowFromIpv4(0x0a000001, 40000, 0x0a000002, 80);
+  auto joined = evidence.Intervals(flow, 0, 3000 * kMs);
+  ASSERT_EQ(joined.size(), 1u);
+  EXPECT_EQ(joined[0].start_ns, 20 * kMs);
+  EXPECT_EQ(evidence.Stats().retrans_spurious, 1u);
+  EXPECT_EQ(DropReasonValue({"", "not_specified", "tcp_old_data"}, "tcp_old_data"), 2);
+  EXPECT_EQ(DropReasonValue({"", "not_specified"}, "tcp_old_data"), 0);
+}
+
+}  // namespace
+}  // namespace isoscope

@@ -322,3 +322,23 @@ TEST(SpanJoinNetwork, ServerSpanAlsoGetsTheNetworkTimeOfItsOwnOutboundCalls) {
 
 }  // namespace
 }  // namespace isoscope::correlator
+
+namespace isoscope::correlator {
+namespace {
+
+TEST(SpanJoinNetwork, ReceiveQueueWaitTakesOnlyTheReadersSleepNotItsOtherWork) {
+  EvidenceStore store;
+  // Data waited 0-100 ms; the reader ran other work 0-40 ms, slept 40-100 ms.
+  Feed(store, {testing::Traceparent(700, 701, 0, 0x71, 0x72),
+               testing::Delay(700, 701, ISO_CAUSE_APP_BLOCKED_OTHER, 40 * kMs, 100 * kMs)});
+  const abi::Cause queue = abi::NetworkCause(ISO_SLICE_POD, ISO_NET_QUEUE);
+  NetLookup net = [&](const SocketTuple&, std::uint64_t, std::uint64_t) {
+    return std::vector<NetPiece>{{0, 100 * kMs, queue, /*idle_only=*/true}};
+  };
+  auto r = store.Join(Span(0x71, 0x72, 0, 100 * kMs), net);
+  EXPECT_NEAR(r.breakdown.seconds[queue], 0.060, 1e-9);
+  EXPECT_NEAR(r.breakdown.seconds[ISO_CAUSE_APP_ON_CPU], 0.040, 1e-9);
+}
+
+}  // namespace
+}  // namespace isoscope::correlator

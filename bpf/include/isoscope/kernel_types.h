@@ -156,8 +156,11 @@ struct inet_connection_sock {
 
 struct tcp_sock {
 	__u32 srtt_us;    /* smoothed RTT << 3, in us */
+	__u64 first_tx_mstamp;  /* us, tcp clock (CLOCK_MONOTONIC): start of the send flight */
+	__u64 delivered_mstamp; /* us, tcp clock: when data was last delivered (ACKed/SACKed) */
 	__u32 rcv_nxt;    /* next sequence number expected */
 	__u32 copied_seq; /* head of yet unread data */
+	__u32 packets_out; /* segments in flight */
 };
 
 struct rtnl_link_ops {
@@ -217,6 +220,7 @@ struct task_struct {
 #define ISO_ETH_P_IPV6 0x86DD
 #define ISO_IPPROTO_TCP 6
 #define ISO_IPPROTO_UDP 17
+#define ISO_TCP_CA_RECOVERY 3
 #define ISO_TCP_CA_LOSS 4
 
 #endif /* ISOSCOPE_KERNEL_TYPES_H */
