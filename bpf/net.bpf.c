@@ -67,7 +67,6 @@ extern struct {
 
 enum {
 	ISO_SKB_STAGE_QDISC = 1,   /* queued on a device, waiting for the driver */
-	ISO_SKB_STAGE_BACKLOG = 2, /* handed to a veth peer, waiting for its softirq */
 };
 
 struct skb_stage {
@@ -88,6 +87,25 @@ struct {
 	__type(key, __u64);
 	__type(value, struct skb_stage);
 } skb_ts SEC(".maps");
+
+/* The veth hand-over, per CPU: a veth's start_xmit queues the skb on this
+ * CPU's backlog (netif_rx; or the peer's NAPI, scheduled here too), and this
+ * CPU's softirq receives it in order. A small ring of (skb, time) per CPU
+ * replaces a hash update and a lookup + delete per packet; a receive on
+ * another CPU (RPS) finds nothing and is not timed. */
+#define ISO_HANDOVER_SLOTS 32
+struct handover_ring {
+	__u64 skb[ISO_HANDOVER_SLOTS];
+	__u64 ts[ISO_HANDOVER_SLOTS];
+	__u32 head;
+	__u32 pad;
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct handover_ring);
+} handover SEC(".maps");
 
 /* struct sock address -> boot ns when the first not-yet-read data arrived
  * (tcp_probe). Closed by the socket read exit in http.bpf.c, which declares
@@ -307,14 +325,14 @@ static __always_inline void on_start_xmit(const struct sk_buff *skb, const struc
 					  bool btf)
 {
 	__u64 key = (__u64)(unsigned long)skb;
-	struct skb_stage *v, b = {};
+	struct skb_stage *v;
 	__u64 now = 0;
 
 	if (!net_enabled)
 		return;
 	if (!dev_noqueue(dev, btf)) {
 		v = bpf_map_lookup_elem(&skb_ts, &key);
-		if (v && v->stage == ISO_SKB_STAGE_QDISC) {
+		if (v) {
 			now = bpf_ktime_get_boot_ns();
 			if (now > v->ts && now - v->ts >= net_min_ns && now - v->ts < ISO_NET_STALE_NS)
 				emit_skb(ISO_NET_EV_QDISC, ISO_NET_QUEUE, skb, dev, v->ts, now);
@@ -326,28 +344,44 @@ static __always_inline void on_start_xmit(const struct sk_buff *skb, const struc
 	}
 	if (!dev_is_veth(dev, btf))
 		return;
-	/* The peer receives this very skb in its softirq: time that wait. */
-	b.ts = now ? now : bpf_ktime_get_boot_ns();
-	b.stage = ISO_SKB_STAGE_BACKLOG;
-	if (bpf_map_update_elem(&skb_ts, &key, &b, BPF_ANY))
-		iso_percpu_inc(&stats, ISO_STAT_NET_SKB_FULL);
+	/* The peer receives this very skb in this CPU's softirq: time that wait. */
+	{
+		__u32 zero = 0, i;
+		struct handover_ring *ring = bpf_map_lookup_elem(&handover, &zero);
+
+		if (!ring)
+			return;
+		i = ring->head++ & (ISO_HANDOVER_SLOTS - 1);
+		ring->skb[i] = key;
+		ring->ts[i] = now ? now : bpf_ktime_get_boot_ns();
+	}
 }
 
 static __always_inline void on_receive(const struct sk_buff *skb, bool btf)
 {
 	__u64 key = (__u64)(unsigned long)skb;
-	struct skb_stage *v;
 	__u64 now, start;
+	__u32 zero = 0;
+	struct handover_ring *ring;
 
 	/* Only a veth peer receives skbs timed at start_xmit. */
 	if (!net_enabled || !dev_is_veth(ISO_RD(btf, skb, dev), btf))
 		return;
-	v = bpf_map_lookup_elem(&skb_ts, &key);
-	if (!v || v->stage != ISO_SKB_STAGE_BACKLOG)
+	ring = bpf_map_lookup_elem(&handover, &zero);
+	if (!ring)
+		return;
+	start = 0;
+#pragma unroll
+	for (int i = 0; i < ISO_HANDOVER_SLOTS; i++) {
+		if (ring->skb[i] == key) {
+			start = ring->ts[i];
+			ring->skb[i] = 0;
+			break;
+		}
+	}
+	if (!start)
 		return;
 	now = bpf_ktime_get_boot_ns();
-	start = v->ts;
-	bpf_map_delete_elem(&skb_ts, &key);
 	if (now > start && now - start >= net_min_ns && now - start < ISO_NET_STALE_NS)
 		emit_skb(ISO_NET_EV_BACKLOG, ISO_NET_SCHEDULING, skb, NULL, start, now);
 }
