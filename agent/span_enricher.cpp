@@ -168,8 +168,14 @@ void EnrichSpans(otlp::TraceRequest& request, const correlator::EvidenceStore& s
             case correlator::Binding::kNone:
               ++stats.spans_unbound;
               break;
-            default:
-              ++stats.spans_bound_other;
+            case correlator::Binding::kContainer:
+              ++stats.spans_bound_container;
+              break;
+            case correlator::Binding::kPod:
+              ++stats.spans_bound_pod;
+              break;
+            case correlator::Binding::kPeer:
+              ++stats.spans_bound_peer;
               break;
           }
         }

@@ -27,7 +27,9 @@ struct EnrichStats {
   // Requests joined after kEvidenceWait without the evidence reaching their
   // spans' end (the agent was not draining: stopped, or overloaded).
   std::atomic<std::uint64_t> joins_without_full_evidence{0};
-  std::atomic<std::uint64_t> spans_bound_other{0};   // container, pod or peer bindings
+  std::atomic<std::uint64_t> spans_bound_container{0};
+  std::atomic<std::uint64_t> spans_bound_pod{0};
+  std::atomic<std::uint64_t> spans_bound_peer{0};
   std::atomic<std::uint64_t> client_spans_bound{0};  // CLIENT/PRODUCER spans annotated
   std::atomic<std::uint64_t> child_spans_added{0};   // one per cause above the threshold
 };

@@ -48,7 +48,11 @@ RequestMetrics::RequestMetrics(const std::shared_ptr<prometheus::Registry>& regi
                               "isolation cause dominated) and by how the span was bound.")),
       enriched_(CounterFamily(*registry, "isoscope_spans_enriched_total",
                               "SERVER/CONSUMER spans joined to kernel evidence, by binding "
-                              "(thread, process, none).")),
+                              "(thread, process, container, pod, peer, none).")),
+      client_enriched_(CounterFamily(*registry, "isoscope_client_spans_enriched_total",
+                                     "CLIENT/PRODUCER spans joined to the thread that sent "
+                                     "their request (outbound traceparent).")
+                           .Add({})),
       joins_incomplete_(CounterFamily(*registry, "isoscope_span_joins_incomplete_total",
                                       "Requests joined after waiting the longest allowed without "
                                       "the evidence reaching their spans' end.")
@@ -58,10 +62,7 @@ RequestMetrics::RequestMetrics(const std::shared_ptr<prometheus::Registry>& regi
                               "metrics because the workload limit was reached.")
                     .Add({})) {
   // Present from the start, so that rates of zero are visible.
-  for (auto b :
-       {correlator::Binding::kThread, correlator::Binding::kProcess, correlator::Binding::kNone}) {
-    enriched_.Add({{"binding", std::string(correlator::BindingName(b))}});
-  }
+  for (auto b : kBindings) enriched_.Add({{"binding", std::string(correlator::BindingName(b))}});
 }
 
 prometheus::Labels RequestMetrics::WorkloadLabels(const correlator::TargetInfo& target) {
@@ -121,12 +122,14 @@ void RequestMetrics::SetEnrichStats(const EnrichStats& stats) {
   auto binding = [&](correlator::Binding b) -> prometheus::Counter& {
     return enriched_.Add({{"binding", std::string(correlator::BindingName(b))}});
   };
-  Advance(binding(correlator::Binding::kThread), previous_.thread,
-          stats.spans_bound_thread.load(std::memory_order_relaxed));
-  Advance(binding(correlator::Binding::kProcess), previous_.process,
-          stats.spans_bound_process.load(std::memory_order_relaxed));
-  Advance(binding(correlator::Binding::kNone), previous_.none,
-          stats.spans_unbound.load(std::memory_order_relaxed));
+  const std::atomic<std::uint64_t>* counts[] = {
+      &stats.spans_bound_thread,    &stats.spans_bound_process, &stats.spans_bound_container,
+      &stats.spans_bound_pod,       &stats.spans_bound_peer,    &stats.spans_unbound};
+  static_assert(std::size(counts) == std::size(kBindings));
+  for (std::size_t i = 0; i < std::size(kBindings); ++i) {
+    Advance(binding(kBindings[i]), previous_.bindings[i], counts[i]->load(std::memory_order_relaxed));
+  }
+  Advance(client_enriched_, previous_.client, stats.client_spans_bound.load(std::memory_order_relaxed));
   Advance(joins_incomplete_, previous_.incomplete,
           stats.joins_without_full_evidence.load(std::memory_order_relaxed));
 }

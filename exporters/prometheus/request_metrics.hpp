@@ -5,7 +5,9 @@
 //   isoscope_request_duration_seconds{pod_uid,container_id,cgroup}            histogram
 //   isoscope_span_verdicts_total{layer,cause,binding,pod_uid,container_id,cgroup}
 //       layer/cause "none" when no isolation cause dominated
-//   isoscope_spans_enriched_total{binding}        spans joined, by binding (thread, process, none)
+//   isoscope_spans_enriched_total{binding}        spans joined, by binding (thread, process,
+//                                                 container, pod, peer, none)
+//   isoscope_client_spans_enriched_total          CLIENT/PRODUCER spans bound to their sender
 //   isoscope_span_joins_incomplete_total          requests joined without their full evidence
 //   isoscope_request_workloads_overflow_total     spans folded into the cgroup="other" series
 //
@@ -65,13 +67,19 @@ class RequestMetrics {
   prometheus::Family<prometheus::Histogram>& duration_seconds_;
   prometheus::Family<prometheus::Counter>& verdicts_;
   prometheus::Family<prometheus::Counter>& enriched_;
+  prometheus::Counter& client_enriched_;
   prometheus::Counter& joins_incomplete_;
   prometheus::Counter& overflow_;
 
   std::mutex mu_;
   std::set<WorkloadKey> workloads_;  // guarded by mu_
+  // Every binding a SERVER/CONSUMER span can get, in EnrichStats order.
+  static constexpr correlator::Binding kBindings[] = {
+      correlator::Binding::kThread, correlator::Binding::kProcess, correlator::Binding::kContainer,
+      correlator::Binding::kPod,    correlator::Binding::kPeer,    correlator::Binding::kNone};
   struct Previous {
-    std::uint64_t thread = 0, process = 0, none = 0, incomplete = 0;
+    std::uint64_t bindings[std::size(kBindings)] = {};
+    std::uint64_t client = 0, incomplete = 0;
   } previous_;  // last EnrichStats seen, guarded by mu_
 };
 

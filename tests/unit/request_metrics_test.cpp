@@ -217,6 +217,7 @@ TEST(RequestMetrics, EnrichStatsAdvanceByDelta) {
   EXPECT_EQ(value("isoscope_spans_enriched_total", {{"binding", "thread"}}), 0.0);
   EXPECT_EQ(value("isoscope_spans_enriched_total", {{"binding", "process"}}), 0.0);
   EXPECT_EQ(value("isoscope_spans_enriched_total", {{"binding", "none"}}), 0.0);
+  EXPECT_EQ(value("isoscope_spans_enriched_total", {{"binding", "peer"}}), 0.0);
   EXPECT_EQ(value("isoscope_span_joins_incomplete_total", {}), 0.0);
 
   EnrichStats stats;
@@ -224,6 +225,8 @@ TEST(RequestMetrics, EnrichStatsAdvanceByDelta) {
   stats.spans_bound_process = 2;
   stats.spans_unbound = 1;
   stats.joins_without_full_evidence = 3;
+  stats.spans_bound_container = 4;
+  stats.client_spans_bound = 6;
   m.SetEnrichStats(stats);
   m.SetEnrichStats(stats);  // no growth: no change
   stats.spans_bound_thread = 9;
@@ -232,6 +235,9 @@ TEST(RequestMetrics, EnrichStatsAdvanceByDelta) {
   EXPECT_EQ(value("isoscope_spans_enriched_total", {{"binding", "process"}}), 2.0);
   EXPECT_EQ(value("isoscope_spans_enriched_total", {{"binding", "none"}}), 1.0);
   EXPECT_EQ(value("isoscope_span_joins_incomplete_total", {}), 3.0);
+  EXPECT_EQ(value("isoscope_spans_enriched_total", {{"binding", "container"}}), 4.0);
+  EXPECT_EQ(value("isoscope_spans_enriched_total", {{"binding", "pod"}}), 0.0);
+  EXPECT_EQ(value("isoscope_client_spans_enriched_total", {}), 6.0);
 }
 
 TEST(RequestMetrics, ConcurrentSpans) {

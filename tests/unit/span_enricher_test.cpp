@@ -143,7 +143,7 @@ TEST(SpanEnricher, ServerSpanResourceGetsContainerIdentityAndBindsByContainerId)
   EXPECT_EQ(s1["isoscope.verdict.cause"], "container.cpu_throttle");
   EXPECT_EQ(seen, (std::vector<correlator::Binding>{correlator::Binding::kThread,
                                                      correlator::Binding::kContainer}));
-  EXPECT_EQ(stats.spans_bound_other, 1u);
+  EXPECT_EQ(stats.spans_bound_container, 1u);
   EXPECT_EQ(stats.child_spans_added, 0u);  // off by default
 }
 
@@ -165,6 +165,7 @@ TEST(SpanEnricher, OtlpPeerProcessIsTheLastResort) {
   EXPECT_EQ(lookups, 1);  // once per request
   auto a = Attrs(req.resource_spans(0).scope_spans(0).spans(0).attributes());
   EXPECT_EQ(a["isoscope.binding"], "peer");
+  EXPECT_EQ(stats.spans_bound_peer, 2u);
   EXPECT_EQ(a["isoscope.verdict.cause"], "container.runqueue");
 }
 
