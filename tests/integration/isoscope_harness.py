@@ -664,3 +664,95 @@ def wait_agent_ready(proc, log_text, metrics_port, timeout=90):
         if time.monotonic() > deadline:
             raise RuntimeError(f"isoscope agent not ready in {timeout} s:\n{log_text()}")
         time.sleep(0.2)
+
+
+# ---- collector, agent and their processes -----------------------------------------------------
+
+
+def wait_json_line(proc, what, timeout):
+    """The first stdout line of proc (started with text=True, stdout and stderr pipes) as JSON,
+    within timeout seconds."""
+    import selectors  # pylint: disable=import-outside-toplevel
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    try:
+        if not sel.select(timeout):
+            raise RuntimeError(f"{what} printed nothing in {timeout} s")
+    finally:
+        sel.close()
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"{what} exited {proc.wait(timeout=5)}: {proc.stderr.read()}")
+    return json.loads(line)
+
+
+def stop(proc, grace=10):
+    """SIGTERM, up to `grace` seconds to exit, then SIGKILL; forgets proc. None is ignored."""
+    if proc is None:
+        return
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    _kill(proc)
+    _live_processes.discard(proc)
+
+
+def start_collector(env, out_path, port, node="node", procs=None, cgroups=(), timeout=60):
+    """Starts tests/otlp/collector.js on 127.0.0.1:`port` writing decoded exports to `out_path`
+    (with `env` from node_env.node_env()), and waits until it prints {"listening": port}.
+    With `procs` (a Processes) it is started through it, inside `cgroups`. Returns the Popen; on
+    failure the collector is stopped before the error is raised."""
+    argv = [node, str(REPO / "tests" / "otlp" / "collector.js"), "--port", str(port),
+            "--out", str(out_path)]
+    if procs is not None:
+        proc = procs.start(argv, cgroups=cgroups, env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    else:
+        proc = subprocess.Popen(  # pylint: disable=consider-using-with
+            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL, text=True)
+        _live_processes.add(proc)
+    try:
+        got = wait_json_line(proc, "collector.js", timeout)
+        if got.get("listening") != port:
+            raise RuntimeError(f"collector did not start: {got}")
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
+
+
+def read_log(log_file):
+    """The whole text of a log file another process writes to (`log_file`: an open file)."""
+    log_file.flush()
+    with open(log_file.name, encoding="utf-8", errors="replace") as f:
+        return f.read()
+
+
+def start_agent(args, log_path, metrics_port, procs=None, cgroups=(), stop_grace=30):
+    """Starts `isoscope --log-level info agent ARGS` with its log (stderr) in a new file at
+    `log_path`, and waits until it runs and answers on 127.0.0.1:`metrics_port` (the caller puts
+    the matching --metrics-addr in ARGS). With `procs` (a Processes) it is started through it,
+    inside `cgroups`. Returns (Popen, the open log file: read it with read_log()); on failure
+    the agent is stopped (SIGTERM, `stop_grace` s) and the log closed before the error is
+    raised."""
+    log_file = open(log_path, "w+", encoding="utf-8")  # pylint: disable=consider-using-with
+    argv = [str(BIN), "--log-level", "info", "agent"] + [str(a) for a in args]
+    log("starting " + " ".join(argv))
+    proc = None
+    try:
+        if procs is not None:
+            proc = procs.start(argv, cgroups=cgroups, stdout=subprocess.DEVNULL, stderr=log_file)
+        else:
+            proc = subprocess.Popen(  # pylint: disable=consider-using-with
+                argv, stdout=subprocess.DEVNULL, stderr=log_file, stdin=subprocess.DEVNULL)
+            _live_processes.add(proc)
+        wait_agent_ready(proc, lambda: read_log(log_file), metrics_port)
+    except BaseException:
+        stop(proc, stop_grace)
+        log_file.close()
+        raise
+    return proc, log_file

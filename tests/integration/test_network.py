@@ -149,34 +149,6 @@ def counts(values):
     return out
 
 
-def wait_json_line(proc, what, timeout):
-    import selectors  # pylint: disable=import-outside-toplevel
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    try:
-        if not sel.select(timeout):
-            raise RuntimeError(f"{what} printed nothing in {timeout} s")
-    finally:
-        sel.close()
-    line = proc.stdout.readline()
-    if not line:
-        raise RuntimeError(f"{what} exited {proc.wait(timeout=5)}: {proc.stderr.read()}")
-    return json.loads(line)
-
-
-def stop(proc, grace=10):
-    if proc is None:
-        return
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
-    h._kill(proc)  # pylint: disable=protected-access
-    h._live_processes.discard(proc)  # pylint: disable=protected-access
-
-
 def tcp_deltas(before, after):
     """Changed TCP loss/retransmission counters between two Topology.nstat() readings."""
     return {k: after[k] - before.get(k, 0) for k in after
@@ -221,27 +193,19 @@ class Network(unittest.TestCase):
 
         cls.metrics_port, cls.otlp_port, cls.upstream_port = h.free_port(), h.free_port(), h.free_port()
         cls.collector_out = os.path.join(cls.tmp, "upstream.jsonl")
-        cls.collector = cls.procs.start(
-            [NODE, str(OTLP_DIR / "collector.js"), "--port", cls.upstream_port,
-             "--out", cls.collector_out], cgroups=[cls.cg["tools"]], env=cls.env,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        cls.addClassCleanup(stop, cls.collector)
-        got = wait_json_line(cls.collector, "collector.js", 60)
-        if got.get("listening") != cls.upstream_port:
-            raise RuntimeError(f"collector did not start: {got}")
+        cls.collector = h.start_collector(cls.env, cls.collector_out, cls.upstream_port,
+                                          node=NODE, procs=cls.procs, cgroups=[cls.cg["tools"]])
+        cls.addClassCleanup(h.stop, cls.collector)
 
-        cls.agent_log = open(os.path.join(cls.tmp, "agent.log"), "w+", encoding="utf-8")  # pylint: disable=consider-using-with
+        cls.agent, cls.agent_log = h.start_agent(
+            ["--metrics-addr", f"127.0.0.1:{cls.metrics_port}",
+             "--otlp-listen", f"{t.bridge_ip}:{cls.otlp_port}",
+             "--otlp-endpoint", f"127.0.0.1:{cls.upstream_port}",
+             "--stream-min-us", "100", "--interval", "1"],
+            os.path.join(cls.tmp, "agent.log"), cls.metrics_port,
+            procs=cls.procs, cgroups=[cls.cg["tools"]])
         cls.addClassCleanup(cls.agent_log.close)
-        argv = [str(h.BIN), "--log-level", "info", "agent",
-                "--metrics-addr", f"127.0.0.1:{cls.metrics_port}",
-                "--otlp-listen", f"{t.bridge_ip}:{cls.otlp_port}",
-                "--otlp-endpoint", f"127.0.0.1:{cls.upstream_port}",
-                "--stream-min-us", "100", "--interval", "1"]
-        h.log("starting " + " ".join(argv))
-        cls.agent = cls.procs.start(argv, cgroups=[cls.cg["tools"]], stdout=subprocess.DEVNULL,
-                                    stderr=cls.agent_log)
-        cls.addClassCleanup(stop, cls.agent, 30)
-        h.wait_agent_ready(cls.agent, cls.log_text, cls.metrics_port)
+        cls.addClassCleanup(h.stop, cls.agent, 30)
         cls.endpoint = f"{t.bridge_ip}:{cls.otlp_port}"
 
         cls.servers = {}
@@ -255,7 +219,7 @@ class Network(unittest.TestCase):
                           + extra),
                 cgroups=[cls.cg[name]], env=cls.env, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, text=True)
-            got = wait_json_line(proc, f"net_server.js ({name})", 60)
+            got = h.wait_json_line(proc, f"net_server.js ({name})", 60)
             if got.get("listening") != port:
                 raise RuntimeError(f"{name} server did not start: {got}")
             cls.servers[name] = proc
@@ -267,9 +231,7 @@ class Network(unittest.TestCase):
 
     @classmethod
     def log_text(cls):
-        cls.agent_log.flush()
-        with open(cls.agent_log.name, encoding="utf-8", errors="replace") as f:
-            return f.read()
+        return h.read_log(cls.agent_log)
 
     @classmethod
     def client(cls, phase, ns, port, requests, extra=()):
@@ -287,7 +249,7 @@ class Network(unittest.TestCase):
         try:
             stdout, stderr = proc.communicate(timeout=120)
         finally:
-            stop(proc)
+            h.stop(proc)
         recs = [r for r in h.read_jsonl(out) if not r.get("warmup")]
         lat = sorted(r["latencyMs"] for r in recs if r.get("status") == 200)
         h.log(f"[{phase}] client exit {proc.returncode} {stdout.strip()} {stderr.strip()[-500:]}; "

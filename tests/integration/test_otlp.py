@@ -66,29 +66,12 @@ class Collector:
         self.port, self.out, self.proc = port, out, None
 
     def start(self):
-        self.proc = subprocess.Popen(  # pylint: disable=consider-using-with
-            ["node", str(OTLP_DIR / "collector.js"), "--port", str(self.port), "--out", self.out],
-            env=node_env.node_env(NODE_DIR),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-        )
-        line = self.proc.stdout.readline()
-        if not line or json.loads(line).get("listening") != self.port:
-            self.proc.kill()
-            raise RuntimeError(f"collector did not start on {self.port}: {line!r} {self.proc.stderr.read()}")
+        self.proc = h.start_collector(node_env.node_env(NODE_DIR), self.out, self.port)
         h.log(f"collector listening on 127.0.0.1:{self.port} -> {self.out}")
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
         if self.proc is not None:
+            h.stop(self.proc, 10)
             self.proc.stdout.close()
             self.proc.stderr.close()
         self.proc = None
@@ -166,18 +149,13 @@ class OtlpThroughAgent(unittest.TestCase):
         cls.collector.start()
         # Class cleanups run even when setUpClass fails half-way (tearDownClass would not).
         cls.addClassCleanup(lambda: cls.collector.stop())
-        cls.agent_log = open(os.path.join(cls.tmp, "agent.log"), "w+", encoding="utf-8")  # pylint: disable=consider-using-with
-        argv = [str(h.BIN), "--log-level", "info", "agent",
-                "--metrics-addr", f"127.0.0.1:{cls.metrics_port}",
-                "--otlp-listen", f"127.0.0.1:{cls.otlp_port}",
-                "--otlp-endpoint", f"127.0.0.1:{cls.upstream_port}",
-                "--otlp-queue", str(QUEUE), "--interval", "1"]
-        h.log("starting " + " ".join(argv))
-        cls.agent = subprocess.Popen(  # pylint: disable=consider-using-with
-            argv, stdout=subprocess.DEVNULL, stderr=cls.agent_log, stdin=subprocess.DEVNULL)
-        h._live_processes.add(cls.agent)  # pylint: disable=protected-access
+        cls.agent, cls.agent_log = h.start_agent(
+            ["--metrics-addr", f"127.0.0.1:{cls.metrics_port}",
+             "--otlp-listen", f"127.0.0.1:{cls.otlp_port}",
+             "--otlp-endpoint", f"127.0.0.1:{cls.upstream_port}",
+             "--otlp-queue", str(QUEUE), "--interval", "1"],
+            os.path.join(cls.tmp, "agent.log"), cls.metrics_port)
         cls.addClassCleanup(cls.stop_agent)
-        h.wait_agent_ready(cls.agent, cls.log_text, cls.metrics_port)
         h.log(f"agent ready: OTLP on 127.0.0.1:{cls.otlp_port}, metrics on {cls.metrics_port}")
 
     @classmethod
@@ -193,9 +171,7 @@ class OtlpThroughAgent(unittest.TestCase):
 
     @classmethod
     def log_text(cls):
-        cls.agent_log.flush()
-        with open(cls.agent_log.name, encoding="utf-8", errors="replace") as f:
-            return f.read()
+        return h.read_log(cls.agent_log)
 
     def metrics(self):
         return Otlp(scrape(self.metrics_port))

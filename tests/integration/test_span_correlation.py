@@ -21,7 +21,6 @@ ISOSCOPE_OTLP_NODE_DIR, or are installed into <build>/otlp-node by tests/otlp/no
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
@@ -62,35 +61,6 @@ def traceparent():
     return trace_id, parent_id, f"00-{trace_id}-{parent_id}-01"
 
 
-def wait_json_line(proc, what, timeout):
-    """The first stdout line of proc as JSON, within timeout seconds."""
-    import selectors  # pylint: disable=import-outside-toplevel
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    try:
-        if not sel.select(timeout):
-            raise RuntimeError(f"{what} printed nothing in {timeout} s")
-    finally:
-        sel.close()
-    line = proc.stdout.readline()
-    if not line:
-        raise RuntimeError(f"{what} exited {proc.wait(timeout=5)}: {proc.stderr.read()}")
-    return json.loads(line)
-
-
-def stop(proc, grace=10):
-    if proc is None:
-        return
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
-    h._kill(proc)  # pylint: disable=protected-access
-    h._live_processes.discard(proc)  # pylint: disable=protected-access
-
-
 class SpanCorrelation(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -103,31 +73,18 @@ class SpanCorrelation(unittest.TestCase):
 
         # Upstream collector.
         cls.collector_out = os.path.join(cls.tmp, "upstream.jsonl")
-        cls.collector = subprocess.Popen(  # pylint: disable=consider-using-with
-            ["node", str(OTLP_DIR / "collector.js"), "--port", str(cls.upstream_port),
-             "--out", cls.collector_out],
-            env=cls.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL, text=True)
-        h._live_processes.add(cls.collector)  # pylint: disable=protected-access
-        cls.addClassCleanup(stop, cls.collector)
-        got = wait_json_line(cls.collector, "collector.js", 60)
-        if got.get("listening") != cls.upstream_port:
-            raise RuntimeError(f"collector did not start: {got}")
+        cls.collector = h.start_collector(cls.env, cls.collector_out, cls.upstream_port)
+        cls.addClassCleanup(h.stop, cls.collector)
 
         # The agent.
-        cls.agent_log = open(os.path.join(cls.tmp, "agent.log"), "w+", encoding="utf-8")  # pylint: disable=consider-using-with
+        cls.agent, cls.agent_log = h.start_agent(
+            ["--metrics-addr", f"127.0.0.1:{cls.metrics_port}",
+             "--otlp-listen", f"127.0.0.1:{cls.otlp_port}",
+             "--otlp-endpoint", f"127.0.0.1:{cls.upstream_port}",
+             "--interval", "1", "--child-span-min-ms", str(CHILD_MIN_MS)],
+            os.path.join(cls.tmp, "agent.log"), cls.metrics_port)
         cls.addClassCleanup(cls.agent_log.close)
-        argv = [str(h.BIN), "--log-level", "info", "agent",
-                "--metrics-addr", f"127.0.0.1:{cls.metrics_port}",
-                "--otlp-listen", f"127.0.0.1:{cls.otlp_port}",
-                "--otlp-endpoint", f"127.0.0.1:{cls.upstream_port}",
-                "--interval", "1", "--child-span-min-ms", str(CHILD_MIN_MS)]
-        h.log("starting " + " ".join(argv))
-        cls.agent = subprocess.Popen(  # pylint: disable=consider-using-with
-            argv, stdout=subprocess.DEVNULL, stderr=cls.agent_log, stdin=subprocess.DEVNULL)
-        h._live_processes.add(cls.agent)  # pylint: disable=protected-access
-        cls.addClassCleanup(stop, cls.agent, 30)
-        h.wait_agent_ready(cls.agent, cls.log_text, cls.metrics_port)
+        cls.addClassCleanup(h.stop, cls.agent, 30)
         h.log(f"agent ready: OTLP on {cls.otlp_port}, metrics on {cls.metrics_port}")
 
         # The servers: one throttled (cpu quota), one healthy.
@@ -151,7 +108,7 @@ class SpanCorrelation(unittest.TestCase):
                  "--work-ms", WORK_MS, "--export-delay-ms", EXPORT_DELAY_MS],
                 cgroups=cgroups, env=cls.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 text=True)
-            got = wait_json_line(proc, f"http_server.js ({name})", 60)
+            got = h.wait_json_line(proc, f"http_server.js ({name})", 60)
             if got.get("listening") != port:
                 raise RuntimeError(f"{name} server did not start: {got}")
             cls.servers[name] = (port, proc)
@@ -191,9 +148,7 @@ class SpanCorrelation(unittest.TestCase):
 
     @classmethod
     def log_text(cls):
-        cls.agent_log.flush()
-        with open(cls.agent_log.name, encoding="utf-8", errors="replace") as f:
-            return f.read()
+        return h.read_log(cls.agent_log)
 
     def of(self, server):
         return [(t, s) for t, s in self.spans.items() if self.sent[t]["server"] == server]
@@ -323,15 +278,15 @@ class SpanCorrelation(unittest.TestCase):
              "--work-ms", WORK_MS],
             cgroups=[self.cg], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True)
-        got = wait_json_line(server, "http_server.js (traced)", 60)
+        got = h.wait_json_line(server, "http_server.js (traced)", 60)
         self.assertEqual(got.get("listening"), port)
         trace = subprocess.Popen(  # pylint: disable=consider-using-with
             [str(h.BIN), "trace", "--pid", str(server.pid), "--json", "--interval", "1",
              "--otlp-listen", f"127.0.0.1:{trace_port}", "--duration", "15"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
         h._live_processes.add(trace)  # pylint: disable=protected-access
-        self.addCleanup(stop, trace)
-        first = wait_json_line(trace, "isoscope trace", 30)
+        self.addCleanup(h.stop, trace)
+        first = h.wait_json_line(trace, "isoscope trace", 30)
         self.assertIn("breakdown", first)
         sent = {}
         for i in range(WARMUP + 15):

@@ -20,7 +20,6 @@ Needs root and BPF; exits 77 when BPF is unavailable. The npm packages come from
 ISOSCOPE_OTLP_NODE_DIR, or are installed into <build>/otlp-node by tests/otlp/node_env.py.
 """
 
-import json
 import os
 import re
 import secrets
@@ -69,35 +68,6 @@ def parse_metrics(text):
     return out
 
 
-def wait_json_line(proc, what, timeout):
-    """The first stdout line of proc as JSON, within timeout seconds."""
-    import selectors  # pylint: disable=import-outside-toplevel
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    try:
-        if not sel.select(timeout):
-            raise RuntimeError(f"{what} printed nothing in {timeout} s")
-    finally:
-        sel.close()
-    line = proc.stdout.readline()
-    if not line:
-        raise RuntimeError(f"{what} exited {proc.wait(timeout=5)}: {proc.stderr.read()}")
-    return json.loads(line)
-
-
-def stop(proc, grace=10):
-    if proc is None:
-        return
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
-    h._kill(proc)  # pylint: disable=protected-access
-    h._live_processes.discard(proc)  # pylint: disable=protected-access
-
-
 class SpanMetrics(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -109,31 +79,18 @@ class SpanMetrics(unittest.TestCase):
         cls.metrics_port, cls.otlp_port, cls.upstream_port = h.free_port(), h.free_port(), h.free_port()
 
         cls.collector_out = os.path.join(cls.tmp, "upstream.jsonl")
-        cls.collector = subprocess.Popen(  # pylint: disable=consider-using-with
-            ["node", str(OTLP_DIR / "collector.js"), "--port", str(cls.upstream_port),
-             "--out", cls.collector_out],
-            env=cls.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL, text=True)
-        h._live_processes.add(cls.collector)  # pylint: disable=protected-access
-        cls.addClassCleanup(stop, cls.collector)
-        got = wait_json_line(cls.collector, "collector.js", 60)
-        if got.get("listening") != cls.upstream_port:
-            raise RuntimeError(f"collector did not start: {got}")
+        cls.collector = h.start_collector(cls.env, cls.collector_out, cls.upstream_port)
+        cls.addClassCleanup(h.stop, cls.collector)
 
-        cls.agent_log = open(os.path.join(cls.tmp, "agent.log"), "w+", encoding="utf-8")  # pylint: disable=consider-using-with
+        cls.agent, cls.agent_log = h.start_agent(
+            ["--metrics-addr", f"127.0.0.1:{cls.metrics_port}",
+             "--otlp-listen", f"127.0.0.1:{cls.otlp_port}",
+             "--otlp-endpoint", f"127.0.0.1:{cls.upstream_port}",
+             "--otlp-metrics-interval", "1",
+             "--interval", "1"],
+            os.path.join(cls.tmp, "agent.log"), cls.metrics_port)
         cls.addClassCleanup(cls.agent_log.close)
-        argv = [str(h.BIN), "--log-level", "info", "agent",
-                "--metrics-addr", f"127.0.0.1:{cls.metrics_port}",
-                "--otlp-listen", f"127.0.0.1:{cls.otlp_port}",
-                "--otlp-endpoint", f"127.0.0.1:{cls.upstream_port}",
-                "--otlp-metrics-interval", "1",
-                "--interval", "1"]
-        h.log("starting " + " ".join(argv))
-        cls.agent = subprocess.Popen(  # pylint: disable=consider-using-with
-            argv, stdout=subprocess.DEVNULL, stderr=cls.agent_log, stdin=subprocess.DEVNULL)
-        h._live_processes.add(cls.agent)  # pylint: disable=protected-access
-        cls.addClassCleanup(stop, cls.agent, 30)
-        h.wait_agent_ready(cls.agent, cls.log_text, cls.metrics_port)
+        cls.addClassCleanup(h.stop, cls.agent, 30)
 
         cls.cg = h.cgroup("cpu")
         cls.addClassCleanup(cls.cg.destroy)
@@ -147,7 +104,7 @@ class SpanMetrics(unittest.TestCase):
              "--work-ms", WORK_MS],
             cgroups=[cls.cg], env=cls.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True)
-        got = wait_json_line(cls.server, "http_server.js", 60)
+        got = h.wait_json_line(cls.server, "http_server.js", 60)
         if got.get("listening") != port:
             raise RuntimeError(f"server did not start: {got}")
 
@@ -183,9 +140,7 @@ class SpanMetrics(unittest.TestCase):
 
     @classmethod
     def log_text(cls):
-        cls.agent_log.flush()
-        with open(cls.agent_log.name, encoding="utf-8", errors="replace") as f:
-            return f.read()
+        return h.read_log(cls.agent_log)
 
     def ours(self, name):
         return [(l, v) for n, l, v in self.samples
