@@ -124,7 +124,10 @@ std::string CauseRow(abi::Cause c, double seconds, double share_value, bool colo
 
 // The target's network time: per slice and mechanism, shares of the network total.
 std::string NetworkBlock(const correlator::NetworkSection& n, bool color) {
-  if (!n.measured) return {};
+  // A target without TCP flows has nothing to say about the network.
+  if (!n.measured || (n.flows == 0 && n.rows.empty() && n.retransmits == 0 && n.drops.empty())) {
+    return {};
+  }
   std::string out = "\n";
   const std::string title =
       fmt::format("network {} flow{}, {:.2f} s", n.flows, n.flows == 1 ? "" : "s", n.total_seconds);

@@ -259,6 +259,9 @@ TEST(TraceJson, NetworkSectionAndRequests) {
   EXPECT_DOUBLE_EQ(rj["breakdown"][0]["share"].get<double>(), 0.75);
   EXPECT_EQ(rj["verdict"]["cause"], "network.pod.queue");
 
+  IntervalReport quiet = ThrottledReport();
+  quiet.network.measured = true;  // measured, but the target has no flows: no section
+  EXPECT_EQ(RenderTraceTable(quiet).find("network"), std::string::npos);
   r.requests = {req};
   const std::string table = RenderTraceTable(r);
   EXPECT_NE(table.find("network 3 flows, 0.40 s"), std::string::npos) << table;
