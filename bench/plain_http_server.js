@@ -8,11 +8,9 @@
 'use strict';
 
 const http = require('node:http');
+// Only the command-line helper; the OpenTelemetry packages are never loaded here.
+const { arg } = require('../tests/otlp/otel_setup');
 
-function arg(name, dflt) {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 && i + 1 < process.argv.length ? process.argv[i + 1] : dflt;
-}
 const port = Number(arg('port', '0'));
 const host = arg('host', '127.0.0.1');
 

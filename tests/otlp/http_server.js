@@ -15,21 +15,12 @@
 'use strict';
 
 const http = require('node:http');
-const api = require('@opentelemetry/api');
-const { W3CTraceContextPropagator } = require('@opentelemetry/core');
-const { NodeTracerProvider } = require('@opentelemetry/sdk-trace-node');
-const { BatchSpanProcessor } = require('@opentelemetry/sdk-trace-base');
-const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-grpc');
-const { resourceFromAttributes } = require('@opentelemetry/resources');
+const { arg, makeTracer, burn } = require('./otel_setup');
 
-function arg(name, dflt) {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 && i + 1 < process.argv.length ? process.argv[i + 1] : dflt;
-}
 const port = Number(arg('port', '0'));
 const host = arg('host', '127.0.0.1');
-let endpoint = arg('endpoint', process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ||
-                               process.env.OTEL_EXPORTER_OTLP_ENDPOINT || '');
+const endpoint = arg('endpoint', process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ||
+                                 process.env.OTEL_EXPORTER_OTLP_ENDPOINT || '');
 const service = arg('service', 'isoscope-http-test');
 const workMs = Number(arg('work-ms', '15'));
 // Diagnostics only: hold each export batch this long before handing it to the exporter.
@@ -38,43 +29,10 @@ if (!endpoint) {
   console.error('usage: node http_server.js --port N --endpoint HOST:PORT [--service NAME] [--work-ms MS]');
   process.exit(2);
 }
-if (!/^https?:\/\//.test(endpoint)) endpoint = `http://${endpoint}`;
 
-function delayed(inner) {
-  if (!(exportDelayMs > 0)) return inner;
-  return {
-    export: (spans, done) => setTimeout(() => inner.export(spans, done), exportDelayMs),
-    shutdown: () => new Promise((r) => setTimeout(r, exportDelayMs + 50)).then(() => inner.shutdown()),
-    forceFlush: () => (inner.forceFlush ? inner.forceFlush() : Promise.resolve()),
-  };
-}
-
-const provider = new NodeTracerProvider({
-  resource: resourceFromAttributes({ 'service.name': service }),
-  spanProcessors: [new BatchSpanProcessor(delayed(new OTLPTraceExporter({ url: endpoint })), {
-    maxQueueSize: 10000,
-    maxExportBatchSize: 64,
-    scheduledDelayMillis: 200,
-  })],
+const { api, tracer, shutdown } = makeTracer({
+  service, endpoint, tracerName: 'isoscope-http-test', exportDelayMs,
 });
-provider.register({ propagator: new W3CTraceContextPropagator() });
-api.propagation.setGlobalPropagator(new W3CTraceContextPropagator());
-const tracer = api.trace.getTracer('isoscope-http-test', '1.0.0');
-
-// CPU time of this (the main) thread in µs where Node has it, else of the process.
-const cpuNowUs = typeof process.threadCpuUsage === 'function'
-  ? () => { const u = process.threadCpuUsage(); return u.user + u.system; }
-  : () => { const u = process.cpuUsage(); return u.user + u.system; };
-
-function burn(ms) {
-  const start = cpuNowUs();
-  const target = ms * 1000;
-  let x = 0;
-  while (cpuNowUs() - start < target) {
-    for (let i = 0; i < 2000; i++) x = (x * 1103515245 + 12345) % 2147483648;
-  }
-  return { cpuUs: cpuNowUs() - start, x };
-}
 
 const server = http.createServer((req, res) => {
   const wallStart = process.hrtime.bigint();
@@ -113,12 +71,7 @@ async function stop() {
   stopping = true;
   server.close();
   if (server.closeAllConnections) server.closeAllConnections();
-  try {
-    await provider.forceFlush();
-    await provider.shutdown();
-  } catch (e) {
-    console.error(`flush: ${e && e.message}`);
-  }
+  await shutdown();
   process.exit(0);
 }
 for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, stop);

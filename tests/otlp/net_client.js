@@ -25,20 +25,11 @@
 const fs = require('node:fs');
 const http = require('node:http');
 const { performance } = require('node:perf_hooks');
-const api = require('@opentelemetry/api');
-const { W3CTraceContextPropagator } = require('@opentelemetry/core');
-const { NodeTracerProvider } = require('@opentelemetry/sdk-trace-node');
-const { BatchSpanProcessor } = require('@opentelemetry/sdk-trace-base');
-const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-grpc');
-const { resourceFromAttributes } = require('@opentelemetry/resources');
+const { arg, makeTracer, nowHr, hrMs } = require('./otel_setup');
 
-function arg(name, dflt) {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 && i + 1 < process.argv.length ? process.argv[i + 1] : dflt;
-}
 const flag = (name) => process.argv.includes(`--${name}`);
 const target = arg('target', '');
-let endpoint = arg('endpoint', '');
+const endpoint = arg('endpoint', '');
 const out = arg('out', '');
 const requests = Number(arg('requests', '50'));
 const warmup = Number(arg('warmup', '3'));
@@ -52,27 +43,11 @@ if (!target || !endpoint || !out) {
   console.error('usage: node net_client.js --target HOST:PORT --endpoint HOST:PORT --out FILE');
   process.exit(2);
 }
-if (!/^https?:\/\//.test(endpoint)) endpoint = `http://${endpoint}`;
 const [thost, tport] = target.split(':');
 
-const provider = new NodeTracerProvider({
-  resource: resourceFromAttributes({ 'service.name': service }),
-  spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter({ url: endpoint }), {
-    maxQueueSize: 20000,
-    maxExportBatchSize: 64,
-    scheduledDelayMillis: 200,
-  })],
+const { api, tracer, shutdown } = makeTracer({
+  service, endpoint, tracerName: 'isoscope-net-test', maxQueueSize: 20000,
 });
-provider.register({ propagator: new W3CTraceContextPropagator() });
-api.propagation.setGlobalPropagator(new W3CTraceContextPropagator());
-const tracer = api.trace.getTracer('isoscope-net-test', '1.0.0');
-
-function nowHr() {
-  const ms = performance.timeOrigin + performance.now();
-  const s = Math.floor(ms / 1000);
-  return [s, Math.round((ms - s * 1000) * 1e6)];
-}
-const hrMs = (t) => t[0] * 1000 + t[1] / 1e6;
 
 const agent = new http.Agent({ keepAlive, maxSockets: concurrency, maxFreeSockets: concurrency });
 const body = bodyBytes > 0 ? Buffer.alloc(bodyBytes, 'x') : null;
@@ -152,12 +127,7 @@ async function main() {
   lat.sort((a, b) => a - b);
   agent.destroy();
   fs.closeSync(outFd);
-  try {
-    await provider.forceFlush();
-    await provider.shutdown();
-  } catch (e) {
-    console.error(`flush: ${e && e.message}`);
-  }
+  await shutdown();
   process.stdout.write(JSON.stringify({ done: requests, errors,
                                         medianMs: lat.length ? lat[lat.length >> 1] : null }) + '\n');
   process.exit(errors ? 1 : 0);

@@ -23,21 +23,11 @@
 'use strict';
 
 const net = require('node:net');
-const { performance } = require('node:perf_hooks');
-const api = require('@opentelemetry/api');
-const { W3CTraceContextPropagator } = require('@opentelemetry/core');
-const { NodeTracerProvider } = require('@opentelemetry/sdk-trace-node');
-const { BatchSpanProcessor } = require('@opentelemetry/sdk-trace-base');
-const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-grpc');
-const { resourceFromAttributes } = require('@opentelemetry/resources');
+const { arg, makeTracer, burn, nowHr, hrMs } = require('./otel_setup');
 
-function arg(name, dflt) {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 && i + 1 < process.argv.length ? process.argv[i + 1] : dflt;
-}
 const port = Number(arg('port', '0'));
 const host = arg('host', '0.0.0.0');
-let endpoint = arg('endpoint', process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || '');
+const endpoint = arg('endpoint', process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || '');
 const service = arg('service', 'isoscope-net-server');
 const workMs = Number(arg('work-ms', '2'));
 const slowReadMs = Number(arg('slow-read-ms', '0'));
@@ -46,41 +36,8 @@ if (!endpoint) {
   console.error('usage: node net_server.js --port N --endpoint HOST:PORT [--work-ms MS] [--slow-read-ms MS]');
   process.exit(2);
 }
-if (!/^https?:\/\//.test(endpoint)) endpoint = `http://${endpoint}`;
 
-const provider = new NodeTracerProvider({
-  resource: resourceFromAttributes({ 'service.name': service }),
-  spanProcessors: [new BatchSpanProcessor(new OTLPTraceExporter({ url: endpoint }), {
-    maxQueueSize: 10000,
-    maxExportBatchSize: 64,
-    scheduledDelayMillis: 200,
-  })],
-});
-provider.register({ propagator: new W3CTraceContextPropagator() });
-api.propagation.setGlobalPropagator(new W3CTraceContextPropagator());
-const tracer = api.trace.getTracer('isoscope-net-test', '1.0.0');
-
-// Wall clock as OpenTelemetry HrTime [s, ns] (same source for a span's start and end).
-function nowHr() {
-  const ms = performance.timeOrigin + performance.now();
-  const s = Math.floor(ms / 1000);
-  return [s, Math.round((ms - s * 1000) * 1e6)];
-}
-const hrMs = (t) => t[0] * 1000 + t[1] / 1e6;
-
-const cpuNowUs = typeof process.threadCpuUsage === 'function'
-  ? () => { const u = process.threadCpuUsage(); return u.user + u.system; }
-  : () => { const u = process.cpuUsage(); return u.user + u.system; };
-
-function burn(ms) {
-  const start = cpuNowUs();
-  const target = ms * 1000;
-  let x = 0;
-  while (cpuNowUs() - start < target) {
-    for (let i = 0; i < 2000; i++) x = (x * 1103515245 + 12345) % 2147483648;
-  }
-  return { cpuUs: cpuNowUs() - start, x };
-}
+const { api, tracer, shutdown } = makeTracer({ service, endpoint, tracerName: 'isoscope-net-test' });
 
 // One request, fully read: answer it and end its span.
 function handle(sock, reqLine, headers, started, readAt) {
@@ -170,12 +127,7 @@ async function stop() {
   if (stopping) return;
   stopping = true;
   server.close();
-  try {
-    await provider.forceFlush();
-    await provider.shutdown();
-  } catch (e) {
-    console.error(`flush: ${e && e.message}`);
-  }
+  await shutdown();
   process.exit(0);
 }
 for (const sig of ['SIGTERM', 'SIGINT']) process.on(sig, stop);
