@@ -23,6 +23,7 @@
 #include "isoscope/core_fixes.bpf.h"
 #include "isoscope/task.bpf.h"
 #include "isoscope/abi.h"
+#include "isoscope/maps.bpf.h"
 
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
@@ -44,17 +45,8 @@ struct {
 	__type(value, struct iso_thread_totals);
 } tasks SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 4 << 20); /* resized by the loader */
-} events SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, ISO_STAT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} stats SEC(".maps");
+ISO_EVENTS_MAP;
+ISO_STATS_MAP;
 
 /* cfs_rq key -> boot ns of its last unthrottle (filled by the optional probes). */
 struct {

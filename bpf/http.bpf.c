@@ -25,6 +25,7 @@
 #include "isoscope/core_fixes.bpf.h"
 #include "isoscope/task.bpf.h"
 #include "isoscope/abi.h"
+#include "isoscope/maps.bpf.h"
 #include "isoscope/traceparent.bpf.h"
 
 #include <bpf/bpf_core_read.h>
@@ -38,25 +39,11 @@ extern const volatile __u32 host_netns_ino;
 extern const volatile bool net_enabled;
 const volatile __u32 max_head_reads = 4;
 
-extern struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 4 << 20); /* must match the definition; resized at load */
-} events SEC(".maps");
+extern ISO_EVENTS_MAP;
+extern ISO_STATS_MAP;
 
-extern struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, ISO_STAT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} stats SEC(".maps");
-
-/* Defined in net.bpf.c: keep identical. */
-extern struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, __u64);
-} rcvq SEC(".maps");
+/* Defined in net.bpf.c. */
+extern ISO_RCVQ_MAP;
 
 /* socket -> reads seen of a request head that has not ended yet. */
 struct {

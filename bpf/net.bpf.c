@@ -29,6 +29,7 @@
 #include "isoscope/core_fixes.bpf.h"
 #include "isoscope/task.bpf.h"
 #include "isoscope/abi.h"
+#include "isoscope/maps.bpf.h"
 
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
@@ -53,17 +54,8 @@ const volatile __u32 kernel_hz = 0;
 #define ISO_NET_DROP_RECS_PER_SEC 1000
 #define ISO_NET_DROP_REASONS 256
 
-extern struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 4 << 20); /* must match the definition; resized at load */
-} events SEC(".maps");
-
-extern struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, ISO_STAT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} stats SEC(".maps");
+extern ISO_EVENTS_MAP;
+extern ISO_STATS_MAP;
 
 enum {
 	ISO_SKB_STAGE_QDISC = 1,   /* queued on a device, waiting for the driver */
@@ -108,14 +100,8 @@ struct {
 } handover SEC(".maps");
 
 /* struct sock address -> boot ns when the first not-yet-read data arrived
- * (tcp_probe). Closed by the socket read exit in http.bpf.c, which declares
- * this map extern: keep both declarations identical. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
-	__type(value, __u64);
-} rcvq SEC(".maps");
+ * (tcp_probe). Closed by the socket read exit in http.bpf.c. */
+ISO_RCVQ_MAP;
 
 /* Drops per kernel drop reason (enum skb_drop_reason; reasons >= 255 count in
  * slot 255). User space sums the CPUs (ContainerProbes::ReadDropReasons). */

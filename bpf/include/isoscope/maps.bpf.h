@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The maps that several program files share. bpftool gen object links the
+ * files into one object; a map defined in one file is declared `extern` in
+ * the others, and libbpf 1.1's linker requires both to match exactly
+ * (max_entries included): each shape is written once here.
+ *
+ *   ISO_EVENTS_MAP   the ring buffer of all records (defined in container.bpf.c)
+ *   ISO_STATS_MAP    the per-CPU self counters, index enum iso_stat (container.bpf.c)
+ *   ISO_RCVQ_MAP     socket -> first unread data time (net.bpf.c; closed in http.bpf.c)
+ */
+#ifndef ISOSCOPE_MAPS_BPF_H
+#define ISOSCOPE_MAPS_BPF_H
+
+#define ISO_EVENTS_MAP                                                                  \
+	struct {                                                                        \
+		__uint(type, BPF_MAP_TYPE_RINGBUF);                                     \
+		__uint(max_entries, 4 << 20); /* resized by the loader */               \
+	} events SEC(".maps")
+
+#define ISO_STATS_MAP                                                                   \
+	struct {                                                                        \
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);                                \
+		__uint(max_entries, ISO_STAT_MAX);                                      \
+		__type(key, __u32);                                                     \
+		__type(value, __u64);                                                   \
+	} stats SEC(".maps")
+
+#define ISO_RCVQ_MAP                                                                    \
+	struct {                                                                        \
+		__uint(type, BPF_MAP_TYPE_LRU_HASH);                                    \
+		__uint(max_entries, 16384);                                             \
+		__type(key, __u64);                                                     \
+		__type(value, __u64);                                                   \
+	} rcvq SEC(".maps")
+
+#endif /* ISOSCOPE_MAPS_BPF_H */
