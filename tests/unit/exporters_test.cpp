@@ -17,6 +17,7 @@
 #include "exporters/prometheus/prometheus_exporter.hpp"
 #include "exporters/table/trace_table.hpp"
 #include "isoscope/abi.hpp"
+#include "testing/metrics_checks.hpp"
 
 namespace isoscope::exporters {
 namespace {
@@ -458,14 +459,7 @@ double Sample(const std::string& scrape, const std::string& series) {
   return -1;
 }
 
-correlator::TargetInfo Workload(const std::string& cgroup, const std::string& pod = "",
-                                const std::string& container = "") {
-  correlator::TargetInfo t;
-  t.cgroup = cgroup;
-  t.pod_uid = pod;
-  t.container_id = container;
-  return t;
-}
+using testing::Workload;
 
 TEST(Prometheus, FamiliesHaveHelpAndTypes) {
   PrometheusExporter exporter;
@@ -665,7 +659,7 @@ TEST(Prometheus, ServeOnFreePort) {
 }
 
 TEST(Prometheus, PromtoolAcceptsTheScrape) {
-  if (access("/usr/bin/promtool", X_OK) != 0) GTEST_SKIP() << "no /usr/bin/promtool";
+  if (!testing::HavePromtool()) GTEST_SKIP() << "no " << testing::kPromtool;
   PrometheusExporter exporter(1);
   IntervalReport r = ThrottledReport();
   r.breakdown.seconds[abi::NetworkCause(ISO_SLICE_POD, ISO_NET_PROTOCOL)] = 0.3;
@@ -677,20 +671,7 @@ TEST(Prometheus, PromtoolAcceptsTheScrape) {
   stats.programs = {{"handle_sched_switch", true, 123456, 7}};
   exporter.SetSelfStats(stats);
 
-  char path[] = "/tmp/isoscope_scrape_XXXXXX";
-  const int fd = mkstemp(path);
-  ASSERT_GE(fd, 0);
-  close(fd);
-  {
-    std::ofstream out(path);
-    out << exporter.Scrape();
-  }
-  const std::string command = std::string("/usr/bin/promtool check metrics < ") + path;
-  const int rc = std::system(command.c_str());
-  std::remove(path);
-  ASSERT_NE(rc, -1);
-  EXPECT_TRUE(WIFEXITED(rc));
-  EXPECT_EQ(WEXITSTATUS(rc), 0);
+  testing::ExpectPromtoolAccepts(exporter.Scrape());
 }
 
 }  // namespace

@@ -26,6 +26,7 @@
 #include "exporters/prometheus/network_metrics.hpp"
 #include "isoscope/abi.hpp"
 #include "testing/event_builder.hpp"
+#include "testing/metrics_checks.hpp"
 
 namespace isoscope::network {
 namespace {
@@ -625,7 +626,7 @@ TEST(NetMetrics, FoldsWorkloadsBeyondTheLimit) {
 }
 
 TEST(NetMetrics, PromtoolAcceptsTheScrape) {
-  if (access("/usr/bin/promtool", X_OK) != 0) GTEST_SKIP() << "no /usr/bin/promtool";
+  if (!testing::HavePromtool()) GTEST_SKIP() << "no " << testing::kPromtool;
   auto registry = std::make_shared<prometheus::Registry>();
   NetworkMetrics metrics(registry, 1);
   metrics.OnInterval(
@@ -635,20 +636,7 @@ TEST(NetMetrics, PromtoolAcceptsTheScrape) {
       Interval(ISO_NET_EV_RETRANS, abi::NetworkCause(ISO_SLICE_NODE, ISO_NET_PROTOCOL), 300 * kMs),
       Pod("/b", "b"));
   metrics.SetDrops({{"NO_SOCKET", 1}});
-  char path[] = "/tmp/isoscope_net_scrape_XXXXXX";
-  const int fd = mkstemp(path);
-  ASSERT_GE(fd, 0);
-  close(fd);
-  {
-    std::ofstream out(path);
-    out << Scrape(*registry);
-  }
-  const std::string command = std::string("/usr/bin/promtool check metrics < ") + path;
-  const int rc = std::system(command.c_str());
-  std::remove(path);
-  ASSERT_NE(rc, -1);
-  EXPECT_TRUE(WIFEXITED(rc));
-  EXPECT_EQ(WEXITSTATUS(rc), 0);
+  testing::ExpectPromtoolAccepts(Scrape(*registry));
 }
 
 }  // namespace

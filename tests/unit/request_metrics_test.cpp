@@ -21,6 +21,7 @@
 #include "exporters/otlp/otlp_metrics_bridge.hpp"
 #include "isoscope/abi.hpp"
 #include "otlp/test_collector.hpp"
+#include "testing/metrics_checks.hpp"
 
 namespace isoscope {
 namespace {
@@ -52,14 +53,7 @@ std::vector<const prometheus::ClientMetric*> Series(
   return out;
 }
 
-correlator::TargetInfo Workload(const std::string& cgroup, const std::string& pod = "",
-                                const std::string& container = "") {
-  correlator::TargetInfo t;
-  t.cgroup = cgroup;
-  t.pod_uid = pod;
-  t.container_id = container;
-  return t;
-}
+using testing::Workload;
 
 SpanOutcome ThrottledSpan() {
   SpanOutcome o;
