@@ -9,7 +9,6 @@
 namespace isoscope::exporters {
 namespace {
 
-constexpr std::string_view kOverflowCgroup = "other";
 
 const prometheus::Histogram::BucketBoundaries& NetDelayBuckets() {
   static const prometheus::Histogram::BucketBoundaries kBuckets = {
@@ -22,7 +21,7 @@ const prometheus::Histogram::BucketBoundaries& NetDelayBuckets() {
 
 NetworkMetrics::NetworkMetrics(std::shared_ptr<prometheus::Registry> registry,
                                std::size_t max_workloads)
-    : max_workloads_(max_workloads),
+    : workloads_(max_workloads),
       registry_(std::move(registry)),
       delay_seconds_(prometheus::BuildHistogram()
                          .Name("isoscope_net_delay_seconds")
@@ -45,22 +44,6 @@ NetworkMetrics::NetworkMetrics(std::shared_ptr<prometheus::Registry> registry,
                               .Register(*registry_)
                               .Add({})) {}
 
-prometheus::Labels NetworkMetrics::WorkloadLabels(const correlator::TargetInfo& target) {
-  WorkloadKey key{target.pod_uid, target.container_id, target.cgroup};
-  if (workloads_.count(key) == 0) {
-    if (workloads_.size() < max_workloads_) {
-      workloads_.insert(key);
-    } else {
-      workloads_overflow_.Increment();
-      key = WorkloadKey{"", "", std::string(kOverflowCgroup)};
-    }
-  }
-  auto& [pod_uid, container_id, cgroup] = key;
-  return {{"pod_uid", std::move(pod_uid)},
-          {"container_id", std::move(container_id)},
-          {"cgroup", std::move(cgroup)}};
-}
-
 void NetworkMetrics::OnDelay(abi::Cause cause, double seconds,
                              const correlator::TargetInfo& workload) {
   if (abi::CauseName(cause).empty() || abi::CauseLayer(cause) != abi::Layer::kNetwork) return;
@@ -80,6 +63,13 @@ void NetworkMetrics::OnRetransmit(std::uint32_t slice, const correlator::TargetI
   prometheus::Labels labels = WorkloadLabels(workload);
   labels.emplace("slice", name);
   retransmits_.Add(labels).Increment();
+}
+
+prometheus::Labels NetworkMetrics::WorkloadLabels(const correlator::TargetInfo& target) {
+  bool folded = false;
+  prometheus::Labels labels = workloads_.Labels(target, &folded);
+  if (folded) workloads_overflow_.Increment();
+  return labels;
 }
 
 void NetworkMetrics::OnInterval(const network::NetInterval& interval,

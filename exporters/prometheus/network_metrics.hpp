@@ -32,6 +32,7 @@
 
 #include "collectors/network/net_evidence.hpp"
 #include "correlator/breakdown.hpp"
+#include "exporters/prometheus/workload_labels.hpp"
 #include "isoscope/abi.hpp"
 
 namespace isoscope::exporters {
@@ -58,11 +59,10 @@ class NetworkMetrics {
   void SetDrops(const std::map<std::string, std::uint64_t>& cumulative);
 
  private:
-  using WorkloadKey = std::tuple<std::string, std::string, std::string>;  // pod, container, cg
-  // Requires mu_.
+  // Workload labels, folded past max_workloads (each fold counted). Requires mu_.
   prometheus::Labels WorkloadLabels(const correlator::TargetInfo& target);
 
-  const std::size_t max_workloads_;
+  WorkloadFolder workloads_;  // guarded by mu_
   const std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Histogram>& delay_seconds_;
   prometheus::Family<prometheus::Counter>& retransmits_;
@@ -70,7 +70,6 @@ class NetworkMetrics {
   prometheus::Counter& workloads_overflow_;
 
   std::mutex mu_;
-  std::set<WorkloadKey> workloads_;                      // guarded by mu_
   std::map<std::string, std::uint64_t> previous_drops_;  // guarded by mu_
 };
 

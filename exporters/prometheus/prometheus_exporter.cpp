@@ -11,7 +11,6 @@
 namespace isoscope::exporters {
 namespace {
 
-constexpr std::string_view kOverflowCgroup = "other";
 constexpr std::string_view kNone = "none";
 
 const prometheus::Histogram::BucketBoundaries& DelayBuckets() {
@@ -29,7 +28,7 @@ prometheus::Family<prometheus::Counter>& CounterFamily(prometheus::Registry& reg
 }  // namespace
 
 PrometheusExporter::PrometheusExporter(std::size_t max_workloads)
-    : max_workloads_(max_workloads),
+    : workloads_(max_workloads),
       registry_(std::make_shared<prometheus::Registry>()),
       cause_seconds_(CounterFamily(
           *registry_, "isoscope_cause_seconds_total",
@@ -86,29 +85,11 @@ std::vector<int> PrometheusExporter::ListeningPorts() const {
   return exposer_->GetListeningPorts();
 }
 
-prometheus::Labels PrometheusExporter::WorkloadLabels(const correlator::TargetInfo& target,
-                                                      bool* folded) {
-  WorkloadKey key{target.pod_uid, target.container_id, target.cgroup};
-  *folded = false;
-  if (workloads_.count(key) == 0) {
-    if (workloads_.size() < max_workloads_) {
-      workloads_.insert(key);
-    } else {
-      *folded = true;
-      key = WorkloadKey{"", "", std::string(kOverflowCgroup)};
-    }
-  }
-  auto& [pod_uid, container_id, cgroup] = key;
-  return {{"pod_uid", std::move(pod_uid)},
-          {"container_id", std::move(container_id)},
-          {"cgroup", std::move(cgroup)}};
-}
-
 void PrometheusExporter::OnInterval(const std::vector<correlator::IntervalReport>& reports) {
   std::lock_guard<std::mutex> lock(mu_);
   for (const correlator::IntervalReport& report : reports) {
     bool folded = false;
-    const prometheus::Labels workload = WorkloadLabels(report.target, &folded);
+    const prometheus::Labels workload = workloads_.Labels(report.target, &folded);
     if (folded) workloads_overflow_.Increment();
 
     const correlator::Breakdown& b = report.breakdown;
@@ -142,7 +123,7 @@ void PrometheusExporter::OnDelay(abi::Cause cause, double seconds,
   if (name.empty() || !std::isfinite(seconds) || seconds < 0) return;
   std::lock_guard<std::mutex> lock(mu_);
   bool folded = false;
-  prometheus::Labels labels = WorkloadLabels(workload, &folded);
+  prometheus::Labels labels = workloads_.Labels(workload, &folded);
   labels.emplace("cause", name);
   delay_seconds_.Add(labels, DelayBuckets()).Observe(seconds);
 }

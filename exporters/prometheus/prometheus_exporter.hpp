@@ -28,6 +28,7 @@
 #include <prometheus/registry.h>
 
 #include "correlator/breakdown.hpp"
+#include "exporters/prometheus/workload_labels.hpp"
 #include "isoscope/abi.hpp"
 #include "util/result.hpp"
 
@@ -78,17 +79,12 @@ class PrometheusExporter {
   std::shared_ptr<prometheus::Registry> registry() const;  // NOLINT(readability-identifier-naming)
 
  private:
-  using WorkloadKey = std::tuple<std::string, std::string, std::string>;  // pod, container, cg
-
-  // Workload labels for `target`, folding into the overflow series past max_workloads_.
-  // Sets *folded when it did. Requires mu_.
-  prometheus::Labels WorkloadLabels(const correlator::TargetInfo& target, bool* folded);
   // Advances `counter` by the growth of the cumulative `value` (remembered under `key`) times
   // `scale`. Requires mu_.
   void AdvanceCounter(prometheus::Counter& counter, const std::string& key, std::uint64_t value,
                       double scale = 1.0);
 
-  const std::size_t max_workloads_;
+  WorkloadFolder workloads_;  // guarded by mu_
   const std::shared_ptr<prometheus::Registry> registry_;
 
   prometheus::Family<prometheus::Counter>& cause_seconds_;
@@ -103,7 +99,6 @@ class PrometheusExporter {
   prometheus::Counter& workloads_overflow_;
 
   mutable std::mutex mu_;
-  std::set<WorkloadKey> workloads_;                // guarded by mu_
   std::map<std::string, std::uint64_t> previous_;  // last cumulative self stats, by mu_
 
   // Last: stopped first on destruction, before the families it scrapes go away.

@@ -7,7 +7,6 @@
 namespace isoscope::exporters {
 namespace {
 
-constexpr std::string_view kOverflowCgroup = "other";
 constexpr std::string_view kNone = "none";
 
 prometheus::Family<prometheus::Counter>& CounterFamily(prometheus::Registry& registry,
@@ -35,7 +34,7 @@ const prometheus::Histogram::BucketBoundaries& RequestMetrics::Buckets() {
 
 RequestMetrics::RequestMetrics(const std::shared_ptr<prometheus::Registry>& registry,
                                std::size_t max_workloads)
-    : max_workloads_(max_workloads),
+    : workloads_(max_workloads),
       delay_seconds_(HistogramFamily(
           *registry, "isoscope_request_delay_seconds",
           "Per request (SERVER/CONSUMER span), the seconds of each cause (shared/TAXONOMY.md) in "
@@ -65,26 +64,12 @@ RequestMetrics::RequestMetrics(const std::shared_ptr<prometheus::Registry>& regi
   for (auto b : kBindings) enriched_.Add({{"binding", std::string(correlator::BindingName(b))}});
 }
 
-prometheus::Labels RequestMetrics::WorkloadLabels(const correlator::TargetInfo& target) {
-  WorkloadKey key{target.pod_uid, target.container_id, target.cgroup};
-  if (workloads_.count(key) == 0) {
-    if (workloads_.size() < max_workloads_) {
-      workloads_.insert(key);
-    } else {
-      overflow_.Increment();
-      key = WorkloadKey{"", "", std::string(kOverflowCgroup)};
-    }
-  }
-  auto& [pod_uid, container_id, cgroup] = key;
-  return {{"pod_uid", std::move(pod_uid)},
-          {"container_id", std::move(container_id)},
-          {"cgroup", std::move(cgroup)}};
-}
-
 void RequestMetrics::OnSpan(const SpanOutcome& span, const correlator::TargetInfo& workload) {
   const correlator::SpanResult& r = span.result;
   std::lock_guard<std::mutex> lock(mu_);
-  const prometheus::Labels labels = WorkloadLabels(workload);
+  bool folded = false;
+  const prometheus::Labels labels = workloads_.Labels(workload, &folded);
+  if (folded) overflow_.Increment();
 
   for (abi::Cause c = 0; c < ISO_CAUSE_MAX; ++c) {
     const std::string_view name = abi::CauseName(c);

@@ -35,6 +35,7 @@
 
 #include "agent/span_enricher.hpp"
 #include "correlator/breakdown.hpp"
+#include "exporters/prometheus/workload_labels.hpp"
 
 namespace isoscope::exporters {
 
@@ -56,13 +57,10 @@ class RequestMetrics {
   static const prometheus::Histogram::BucketBoundaries& Buckets();
 
  private:
-  using WorkloadKey = std::tuple<std::string, std::string, std::string>;  // pod, container, cg
-  // Workload labels, folded past max_workloads_ (counted). Requires mu_.
-  prometheus::Labels WorkloadLabels(const correlator::TargetInfo& target);
   // Requires mu_.
   void Advance(prometheus::Counter& counter, std::uint64_t& previous, std::uint64_t value);
 
-  const std::size_t max_workloads_;
+  WorkloadFolder workloads_;  // guarded by mu_
   prometheus::Family<prometheus::Histogram>& delay_seconds_;
   prometheus::Family<prometheus::Histogram>& duration_seconds_;
   prometheus::Family<prometheus::Counter>& verdicts_;
@@ -72,7 +70,6 @@ class RequestMetrics {
   prometheus::Counter& overflow_;
 
   std::mutex mu_;
-  std::set<WorkloadKey> workloads_;  // guarded by mu_
   // Every binding a SERVER/CONSUMER span can get, in EnrichStats order.
   static constexpr correlator::Binding kBindings[] = {
       correlator::Binding::kThread, correlator::Binding::kProcess, correlator::Binding::kContainer,
