@@ -1,9 +1,6 @@
 // isoscope doctor: what works on this kernel, and why not where it does not.
-#include <dirent.h>
-#include <unistd.h>
 
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <map>
 
@@ -18,6 +15,7 @@
 #include "commands.hpp"
 #include "features.hpp"
 #include "loader.hpp"
+#include "net_devices.hpp"
 
 namespace isoscope {
 namespace {
@@ -49,13 +47,6 @@ bool KernelHasField(const char* type, const char* field) {
   return found;
 }
 
-std::string ReadLine(const std::string& path) {
-  std::ifstream f(path);
-  std::string line;
-  std::getline(f, line);
-  return line;
-}
-
 std::string RunCapture(const char* cmd) {
   std::string out;
   if (FILE* p = popen(cmd, "r")) {
@@ -69,7 +60,9 @@ std::string RunCapture(const char* cmd) {
 
 // The devices of the agent's (host) netns, with what the network slices see of them:
 // kind from `ip -d -j link` (rtnl_link_ops kind: veth, bridge...), else from sysfs
-// (bridge/ directory, device/driver link, e.g. virtio_net).
+// (bridge/ directory); the driver from sysfs (device/driver link, e.g. virtio_net). A qdisc on a
+// veth is the pod slice, any other the node slice; a paravirtual NIC's own ring is the virtio
+// slice.
 nlohmann::json HostDevices() {
   std::map<std::string, std::string> ip_kinds;
   const nlohmann::json links =
@@ -82,33 +75,16 @@ nlohmann::json HostDevices() {
     }
   }
   nlohmann::json out = nlohmann::json::array();
-  DIR* d = opendir("/sys/class/net");
-  if (!d) return out;
-  std::vector<std::string> names;
-  while (dirent* e = readdir(d)) {
-    if (e->d_name[0] != '.') names.emplace_back(e->d_name);
-  }
-  closedir(d);
-  std::sort(names.begin(), names.end());
-  for (const auto& name : names) {
-    const std::string base = "/sys/class/net/" + name;
+  for (const auto& nic : ListHostNics()) {
     std::string kind;
-    std::string driver;
-    if (auto it = ip_kinds.find(name); it != ip_kinds.end()) kind = it->second;
-    char link[512];
-    const ssize_t n = readlink((base + "/device/driver").c_str(), link, sizeof(link) - 1);
-    if (n > 0) {
-      link[n] = 0;
-      const char* slash = std::strrchr(link, '/');
-      driver = slash ? slash + 1 : link;
-    }
-    if (kind.empty() && access((base + "/bridge").c_str(), F_OK) == 0) kind = "bridge";
-    std::string ifindex = ReadLine(base + "/ifindex");
-    out.push_back({{"name", name},
-                   {"ifindex", ifindex.empty() ? 0 : std::stoi(ifindex)},
+    if (auto it = ip_kinds.find(nic.name); it != ip_kinds.end()) kind = it->second;
+    if (kind.empty() && nic.bridge) kind = "bridge";
+    out.push_back({{"name", nic.name},
+                   {"ifindex", nic.ifindex},
                    {"kind", kind},
-                   {"driver", driver},
-                   {"qdisc_slice", kind == "veth" ? "pod" : "node"}});
+                   {"driver", nic.driver},
+                   {"qdisc_slice", kind == "veth" ? "pod" : "node"},
+                   {"device_slice", IsParavirtDriver(nic.driver) ? "virtio" : ""}});
   }
   return out;
 }
@@ -232,6 +208,13 @@ int RunDoctor(const DoctorOptions& o) {
     n.causes.push_back(cause("network.*.queue (receive queue)", rcvq, "needs tcp_probe + a socket read exit"));
     n.causes.push_back(cause("network.*.protocol (retransmit)", attached("tcp_retransmit_skb"), "needs tcp_retransmit_skb"));
     n.causes.push_back(cause("network.*.protocol (drops)", attached("kfree_skb"), "needs kfree_skb with a drop reason (v5.17+)"));
+    {
+      const bool virtio = attached("consume_skb") && attached("net_dev_start_xmit");
+      std::string why = "needs net_dev_start_xmit + consume_skb";
+      if (probes && (*probes)->paravirt_ifindex().empty()) why = "no virtio-net NIC in the host netns";
+      n.causes.push_back(
+          {{"cause", "network.virtio.queue (device ring)"}, {"available", virtio}, {"reason", virtio ? "" : why}});
+    }
     layers.push_back(n);
   }
   out["network"] = {{"host_netns_ino", SelfNetnsInode()},
@@ -280,11 +263,13 @@ int RunDoctor(const DoctorOptions& o) {
     }
     std::cout << "  devices\n";
     for (const auto& d : net["devices"]) {
-      std::printf("    %-16s ifindex %-5d kind %-8s driver %-12s slice %s\n",
+      const std::string device_slice = d["device_slice"].get<std::string>();
+      std::printf("    %-16s ifindex %-5d kind %-8s driver %-12s qdisc slice %s%s\n",
                   d["name"].get<std::string>().c_str(), d["ifindex"].get<int>(),
                   d["kind"].get<std::string>().empty() ? "-" : d["kind"].get<std::string>().c_str(),
                   d["driver"].get<std::string>().empty() ? "-" : d["driver"].get<std::string>().c_str(),
-                  d["qdisc_slice"].get<std::string>().c_str());
+                  d["qdisc_slice"].get<std::string>().c_str(),
+                  device_slice.empty() ? "" : (", device ring slice " + device_slice).c_str());
     }
     const auto& tc = net["tc"];
     std::printf("  tc clsact + cls_bpf: %s %s\n",

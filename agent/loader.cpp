@@ -19,10 +19,14 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "net_devices.hpp"
 #include "isoscope.skel.h"
 
 namespace isoscope {
 namespace {
+
+// rodata paravirt_ifindex slots (ISO_NET_PARAVIRT_DEVS in bpf/net.bpf.c).
+constexpr std::size_t kMaxParavirtNics = 8;
 
 // One attempt: open, configure, load, attach the programs whose state has no
 // reason to be off; attach failures are recorded in their state.
@@ -55,6 +59,13 @@ Result<isoscope_bpf*> TryLoad(const LoadOptions& o, std::vector<ProgramState>& p
   skel->rodata->net_min_ns = o.stream_min_ns;
   skel->rodata->host_netns_ino = o.host_netns_ino ? o.host_netns_ino : SelfNetnsInode();
   skel->rodata->kernel_hz = o.kernel_hz ? o.kernel_hz : KernelConfigHz();
+  if (o.paravirt_ifindex) {
+    const auto& nics = *o.paravirt_ifindex;
+    const std::size_t slots = std::size(skel->rodata->paravirt_ifindex);
+    for (std::size_t i = 0; i < nics.size() && i < slots; ++i) {
+      skel->rodata->paravirt_ifindex[i] = nics[i];
+    }
+  }
   skel->rodata->max_head_reads = o.max_head_reads;
   bpf_map__set_max_entries(skel->maps.tasks, o.max_threads);
   bpf_map__set_max_entries(skel->maps.events, o.ringbuf_bytes);
@@ -93,6 +104,13 @@ Result<std::unique_ptr<ContainerProbes>> ContainerProbes::Open(const LoadOptions
       return MakeError("the container layer needs {}: {}", FeatureName(f), s.reason);
     }
   }
+  LoadOptions opts = options;
+  if (!opts.paravirt_ifindex) opts.paravirt_ifindex = ParavirtIfindexes(ListHostNics());
+  if (opts.paravirt_ifindex->size() > kMaxParavirtNics) {
+    spdlog::warn("{} virtio-net NICs: the device queue is timed on the first {} only",
+                 opts.paravirt_ifindex->size(), kMaxParavirtNics);
+    opts.paravirt_ifindex->resize(kMaxParavirtNics);
+  }
   std::vector<ProgramState> programs;
   for (const auto& d : PlanPrograms(ContainerPrograms(), prober)) {
     std::string reason = d.enabled ? "" : d.reason;
@@ -101,6 +119,10 @@ Result<std::unique_ptr<ContainerProbes>> ContainerProbes::Open(const LoadOptions
     }
     if (!options.network && d.spec->area == "network") {
       programs.push_back({d.spec, false, "network probes switched off"});
+      continue;
+    }
+    if (d.spec->group == "consume_skb" && opts.paravirt_ifindex->empty()) {
+      programs.push_back({d.spec, false, "no virtio-net NIC in the host netns"});
       continue;
     }
     if (options.no_tp_btf && d.spec->kind == ProgKind::kTpBtf) {
@@ -127,6 +149,7 @@ Result<std::unique_ptr<ContainerProbes>> ContainerProbes::Open(const LoadOptions
     auto probes = std::unique_ptr<ContainerProbes>(new ContainerProbes());
     probes->skel_ = skel;
     probes->drop_reason_names_ = KernelDropReasonNames();
+    probes->paravirt_ifindex_ = *opts.paravirt_ifindex;
     probes->programs_ = std::move(states);
     for (const auto& p : probes->programs_) {
       if (!p.attached) spdlog::debug("probe {} off: {}", p.spec->name, p.reason);
@@ -137,7 +160,7 @@ Result<std::unique_ptr<ContainerProbes>> ContainerProbes::Open(const LoadOptions
   // 1. As planned: the common case, one load.
   {
     std::vector<ProgramState> tried = programs;
-    auto skel = TryLoad(options, tried);
+    auto skel = TryLoad(opts, tried);
     if (skel) return finish(*skel, std::move(tried));
     spdlog::info("BPF load as planned failed ({}); isolating the failing programs",
                  skel.error().message);
@@ -152,7 +175,7 @@ Result<std::unique_ptr<ContainerProbes>> ContainerProbes::Open(const LoadOptions
       p.reason = "pending";
     }
   }
-  auto required_only = TryLoad(options, base);
+  auto required_only = TryLoad(opts, base);
   if (!required_only) {
     const Error first = required_only.error();
     std::set<std::string> raw_groups;
@@ -167,7 +190,7 @@ Result<std::unique_ptr<ContainerProbes>> ContainerProbes::Open(const LoadOptions
         p.reason.clear();
       }
     }
-    required_only = TryLoad(options, base);
+    required_only = TryLoad(opts, base);
     if (!required_only) return first.Wrap("container layer unavailable");
   }
   isoscope_bpf__destroy(*required_only);
@@ -182,7 +205,7 @@ Result<std::unique_ptr<ContainerProbes>> ContainerProbes::Open(const LoadOptions
     for (auto& p : trial) {
       if (p.reason == "pending") p.reason = "not in this trial";
     }
-    auto skel = TryLoad(options, trial);
+    auto skel = TryLoad(opts, trial);
     if (skel) {
       loadable.insert(group);
       isoscope_bpf__destroy(*skel);
@@ -198,7 +221,7 @@ Result<std::unique_ptr<ContainerProbes>> ContainerProbes::Open(const LoadOptions
   for (auto& p : base) {
     if (p.reason == "pending" && loadable.count(p.spec->group)) p.reason.clear();
   }
-  auto skel = TryLoad(options, base);
+  auto skel = TryLoad(opts, base);
   if (!skel) return skel.error().Wrap("container layer unavailable");
   return finish(*skel, std::move(base));
 }

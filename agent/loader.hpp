@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,10 @@ struct LoadOptions {
   bool network = true;                     // false: network programs off, rodata net_enabled = 0
   std::uint32_t host_netns_ino = 0;        // 0: stat /proc/self/ns/net
   std::uint32_t kernel_hz = 0;             // rodata kernel_hz; 0: KernelConfigHz()
+  // The paravirtual NICs whose device queue is timed (rodata paravirt_ifindex, the virtio
+  // slice); unset: the virtio_net devices of the host netns (ParavirtIfindexes). Empty: the
+  // TX-completion program (consume_skb) is not loaded. At most 8 are used.
+  std::optional<std::vector<std::uint32_t>> paravirt_ifindex;
 };
 
 // Cumulative drops of one kernel drop reason (enum skb_drop_reason), summed over CPUs.
@@ -88,12 +93,15 @@ class ContainerProbes {
   // Drops counted by the kfree_skb program, one entry per reason seen (count > 0),
   // in reason order. Empty when the network programs are off.
   std::vector<DropReasonCount> ReadDropReasons() const;
+  // The paravirtual NICs (ifindex) given to BPF; empty when none.
+  const std::vector<std::uint32_t>& paravirt_ifindex() const { return paravirt_ifindex_; }
 
  private:
   ContainerProbes() = default;
   isoscope_bpf* skel_ = nullptr;
   std::vector<ProgramState> programs_;
   std::vector<std::string> drop_reason_names_;  // index: enum skb_drop_reason value
+  std::vector<std::uint32_t> paravirt_ifindex_;
 };
 
 // Names of the kernel's enum skb_drop_reason values from its BTF, indexed by value

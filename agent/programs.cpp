@@ -90,6 +90,8 @@ const std::vector<ProgramSpec>& ContainerPrograms() {
     net("iso_net_tcp_probe", "tcp_probe", "network receive queue: first unread data on a socket");
     net("iso_net_tcp_retransmit", "tcp_retransmit_skb", "network retransmits: RTO or fast retransmit wait");
     net("iso_net_kfree_skb", "kfree_skb", "network drops: per drop reason");
+    net("iso_net_consume_skb", "consume_skb",
+        "network virtio: TX completion on a virtio-net NIC (device queue wait)");
     return t;
   }();
   return table;

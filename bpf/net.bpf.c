@@ -8,6 +8,8 @@
  *   RCVQ     tcp_probe (first unread data) -> the read exit (bpf/http.bpf.c)
  *   RETRANS  tcp_retransmit_skb (the wait before it: RTO or ~1 RTT)
  *   DROP     kfree_skb with a drop reason
+ *   DEVQ     net_dev_start_xmit on a virtio_net NIC -> consume_skb (TX
+ *            completion: the driver took the buffer back from the device)
  *
  * Per-packet fast path. A device whose root qdisc is noqueue (veth and lo by
  * default) has no queue to time: net_dev_queue returns after two pointer
@@ -45,6 +47,12 @@ const volatile bool net_enabled = true;
  * config cannot be read (no /proc/config.gz, as on Debian's 6.1), even for a
  * __weak extern. */
 const volatile __u32 kernel_hz = 0;
+/* Paravirtual NICs (driver virtio_net) of the host netns by ifindex, from
+ * /sys/class/net/<dev>/device/driver (agent/net_devices.cpp); 0: unused slot.
+ * Only the first such device to transmit is compared by ifindex: its
+ * netdev_ops then identify every device of the driver by one pointer. */
+#define ISO_NET_PARAVIRT_DEVS 8
+const volatile __u32 paravirt_ifindex[ISO_NET_PARAVIRT_DEVS] = {};
 
 /* An skb stage older than this is a leftover (an skb freed in between whose
  * address came back), not a measurement. */
@@ -59,6 +67,7 @@ extern ISO_STATS_MAP;
 
 enum {
 	ISO_SKB_STAGE_QDISC = 1,   /* queued on a device, waiting for the driver */
+	ISO_SKB_STAGE_DEVQ = 2,    /* handed to a paravirtual device, not completed */
 };
 
 struct skb_stage {
@@ -128,6 +137,9 @@ struct {
  * checks compare one pointer. */
 __u64 veth_ops = 0;
 __u64 noqueue_ops = 0;
+/* The netdev_ops of the paravirtual NICs' driver, learnt from the first
+ * device listed in paravirt_ifindex that transmits. */
+__u64 paravirt_ops = 0;
 
 enum skb_drop_reason {
 	SKB_CONSUMED = 1,
@@ -159,6 +171,39 @@ static __always_inline bool dev_is_veth(const struct net_device *dev, bool btf)
 		return false;
 	veth_ops = (__u64)(unsigned long)ops;
 	return true;
+}
+
+/* Is dev a paravirtual NIC (virtio_net)? One pointer compare once learnt;
+ * until then a device of the host netns listed in paravirt_ifindex teaches
+ * it. With no such device listed the verifier drops the whole check (rodata
+ * is frozen). */
+static __always_inline bool dev_is_paravirt(const struct net_device *dev, bool btf)
+{
+	__u64 ops;
+	__u32 ifindex;
+
+	if (!dev || !paravirt_ifindex[0])
+		return false;
+	ops = (__u64)(unsigned long)ISO_RD(btf, dev, netdev_ops);
+	if (!ops)
+		return false;
+	if (ops == paravirt_ops)
+		return true;
+	if (paravirt_ops)
+		return false;
+	ifindex = ISO_RD(btf, dev, ifindex);
+#pragma unroll
+	for (int i = 0; i < ISO_NET_PARAVIRT_DEVS; i++) {
+		if (!paravirt_ifindex[i])
+			break;
+		if (paravirt_ifindex[i] != ifindex)
+			continue;
+		if (BPF_CORE_READ(dev, nd_net.net, ns.inum) != host_netns_ino)
+			return false;
+		paravirt_ops = ops;
+		return true;
+	}
+	return false;
 }
 
 /* Is dev's root qdisc noqueue (nothing is ever queued on it)? */
@@ -320,13 +365,38 @@ static __always_inline void on_start_xmit(const struct sk_buff *skb, const struc
 		v = bpf_map_lookup_elem(&skb_ts, &key);
 		if (v) {
 			now = bpf_ktime_get_boot_ns();
-			if (now > v->ts && now - v->ts >= net_min_ns && now - v->ts < ISO_NET_STALE_NS)
+			if (v->stage == ISO_SKB_STAGE_QDISC && now > v->ts &&
+			    now - v->ts >= net_min_ns && now - v->ts < ISO_NET_STALE_NS)
 				emit_skb(ISO_NET_EV_QDISC, ISO_NET_QUEUE, skb, dev, v->ts, now);
+		}
+		if (dev_is_paravirt(dev, btf)) {
+			/* Into the device's ring: time it until the driver
+			 * completes it (on_consume_skb). The qdisc's entry is
+			 * reused in place. */
+			if (!now)
+				now = bpf_ktime_get_boot_ns();
+			if (v) {
+				v->ts = now;
+				v->stage = ISO_SKB_STAGE_DEVQ;
+			} else {
+				struct skb_stage nv = {.ts = now, .stage = ISO_SKB_STAGE_DEVQ};
+
+				if (bpf_map_update_elem(&skb_ts, &key, &nv, BPF_ANY))
+					iso_percpu_inc(&stats, ISO_STAT_NET_SKB_FULL);
+			}
+			return;
 		}
 		if (v && !dev_is_veth(dev, btf)) {
 			bpf_map_delete_elem(&skb_ts, &key);
 			return;
 		}
+	} else if (dev_is_paravirt(dev, btf)) {
+		/* A paravirtual NIC without a qdisc (noqueue). */
+		struct skb_stage nv = {.ts = bpf_ktime_get_boot_ns(), .stage = ISO_SKB_STAGE_DEVQ};
+
+		if (bpf_map_update_elem(&skb_ts, &key, &nv, BPF_ANY))
+			iso_percpu_inc(&stats, ISO_STAT_NET_SKB_FULL);
+		return;
 	}
 	if (!dev_is_veth(dev, btf))
 		return;
@@ -370,6 +440,37 @@ static __always_inline void on_receive(const struct sk_buff *skb, bool btf)
 	now = bpf_ktime_get_boot_ns();
 	if (now > start && now - start >= net_min_ns && now - start < ISO_NET_STALE_NS)
 		emit_skb(ISO_NET_EV_BACKLOG, ISO_NET_SCHEDULING, skb, NULL, start, now);
+}
+
+/*
+ * TX completion on a paravirtual NIC: the driver frees the skb it handed to
+ * the device (virtio_net's free_old_xmit -> napi_consume_skb/consume_skb)
+ * once the host has taken the buffer. Every consumed skb of the node passes
+ * here: a packet not sent through such a device costs two pointer loads and
+ * a compare (skb->dev->netdev_ops); the program is not even loaded on a node
+ * without one (agent/loader.cpp).
+ */
+static __always_inline void on_consume_skb(const struct sk_buff *skb, bool btf)
+{
+	__u64 key = (__u64)(unsigned long)skb;
+	const struct net_device *dev;
+	struct skb_stage *v;
+	__u64 now;
+
+	if (!net_enabled || !paravirt_ops || !skb)
+		return;
+	dev = ISO_RD(btf, skb, dev);
+	if (!dev || (__u64)(unsigned long)ISO_RD(btf, dev, netdev_ops) != paravirt_ops)
+		return;
+	v = bpf_map_lookup_elem(&skb_ts, &key);
+	if (!v)
+		return;
+	if (v->stage == ISO_SKB_STAGE_DEVQ) {
+		now = bpf_ktime_get_boot_ns();
+		if (now > v->ts && now - v->ts >= net_min_ns && now - v->ts < ISO_NET_STALE_NS)
+			emit_skb(ISO_NET_EV_DEVQ, ISO_NET_QUEUE, skb, dev, v->ts, now);
+	}
+	bpf_map_delete_elem(&skb_ts, &key);
 }
 
 /*
@@ -583,6 +684,8 @@ ISO_NET_HOOK(tcp_probe, iso_net_tcp_probe, ISO_NET_ARGS(struct sock *sk, const s
 	     on_tcp_probe(sk, skb, btf))
 ISO_NET_HOOK(tcp_retransmit_skb, iso_net_tcp_retransmit,
 	     ISO_NET_ARGS(const struct sock *sk, const struct sk_buff *skb), on_retransmit(sk, skb))
+/* consume_skb(skb) (v6.3+ adds location, not read). */
+ISO_NET_HOOK(consume_skb, iso_net_consume_skb, struct sk_buff *skb, on_consume_skb(skb, btf))
 /* kfree_skb(skb, location, reason) since v5.17 (reason added by commit
  * c504e5c2f964 "net: skb: introduce kfree_skb_reason()"); v6.3+ adds rx_sk
  * as a fourth argument, which is not read. Older kernels (two arguments)

@@ -10,8 +10,8 @@ constexpr std::array<std::string_view, ISO_SLICE_MAX> kSliceNames = {"sandbox", 
                                                                      "virtio", "remote"};
 constexpr std::array<std::string_view, ISO_NET_MECHANISM_MAX> kMechanismNames = {
     "queue", "scheduling", "protocol"};
-constexpr std::array<std::string_view, ISO_NET_EV_MAX> kEventNames = {"none", "qdisc",   "backlog",
-                                                                      "rcvq", "retrans", "drop"};
+constexpr std::array<std::string_view, ISO_NET_EV_MAX> kEventNames = {
+    "none", "qdisc", "backlog", "rcvq", "retrans", "drop", "devq"};
 
 bool HasDevice(const iso_rec_net& rec) {
   return rec.ifindex != 0 || rec.dev_kind[0] != '\0' || rec.dev_name[0] != '\0';
@@ -28,6 +28,7 @@ bool HostNetns(const iso_rec_net& rec) { return (rec.flags & ISO_NET_F_HOST_NETN
 
 std::uint32_t SliceOf(const iso_rec_net& rec) {
   if (rec.event == ISO_NET_EV_RETRANS) return ISO_SLICE_REMOTE;
+  if (rec.event == ISO_NET_EV_DEVQ) return ISO_SLICE_VIRTIO;
   if (HasDevice(rec) && (rec.flags & ISO_NET_F_SOCK) == 0) {
     if (IsVeth(rec)) return ISO_SLICE_POD;
     return HostNetns(rec) ? ISO_SLICE_NODE : ISO_SLICE_POD;
@@ -39,6 +40,7 @@ std::uint32_t MechanismOf(const iso_rec_net& rec) {
   switch (rec.event) {
     case ISO_NET_EV_QDISC:
     case ISO_NET_EV_RCVQ:
+    case ISO_NET_EV_DEVQ:
       return ISO_NET_QUEUE;
     case ISO_NET_EV_BACKLOG:
       return ISO_NET_SCHEDULING;

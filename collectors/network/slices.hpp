@@ -7,10 +7,14 @@
 //     any other device in another netns (lo)   -> pod
 //   socket events (RCVQ) and drops without a device:
 //     host netns (ISO_NET_F_HOST_NETNS)        -> node, else pod
+//   DEVQ (a paravirtual NIC's ring)            -> virtio
 //   RETRANS: the slice of the latest drop on the same flow before it on this node, within a window
 //            (RetransAttributor), else remote. SliceOf alone returns remote.
 //
-// The mechanism is fixed by the event: QDISC/RCVQ queue, BACKLOG scheduling, RETRANS/DROP
+// A qdisc on the virtio NIC is still the node's (the node's kernel queues there); only the wait in
+// the device's own ring, for the host to take the packet, is the virtio slice.
+//
+// The mechanism is fixed by the event: QDISC/RCVQ/DEVQ queue, BACKLOG scheduling, RETRANS/DROP
 // protocol.
 #pragma once
 

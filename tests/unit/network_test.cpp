@@ -136,6 +136,12 @@ TEST(Slice, TableRows) {
   EXPECT_EQ(SliceOf(no_dev), ISO_SLICE_POD);
   no_dev.flags |= ISO_NET_F_HOST_NETNS;
   EXPECT_EQ(SliceOf(no_dev), ISO_SLICE_NODE);
+  // A paravirtual NIC: its qdisc is the node's, its own ring (DEVQ) the virtio slice.
+  EXPECT_EQ(SliceOf(Qdisc(0, 1).Device(2, "", "eth0", true).Rec()), ISO_SLICE_NODE);
+  EXPECT_EQ(SliceOf(NetBuilder(ISO_NET_EV_DEVQ, ISO_NET_QUEUE, 0, 1)
+                        .Device(2, "", "eth0", true)
+                        .Rec()),
+            ISO_SLICE_VIRTIO);
 }
 
 TEST(Slice, CausesAndNames) {
@@ -148,6 +154,12 @@ TEST(Slice, CausesAndNames) {
   const iso_rec_net r = Retrans(0, 1).Rec();
   EXPECT_EQ(abi::CauseName(CauseOf(r, SliceOf(r))), "network.remote.protocol");
   EXPECT_EQ(abi::CauseName(CauseOf(q, ISO_SLICE_NODE)), "network.node.queue");
+  // The event fixes the mechanism even when the record's own field says otherwise.
+  const iso_rec_net d = NetBuilder(ISO_NET_EV_DEVQ, ISO_NET_PROTOCOL, 0, 1)
+                            .Device(2, "", "eth0", true)
+                            .Rec();
+  EXPECT_EQ(abi::CauseName(CauseOf(d, SliceOf(d))), "network.virtio.queue");
+  EXPECT_EQ(EventName(ISO_NET_EV_DEVQ), "devq");
   for (std::uint32_t s = 0; s < ISO_SLICE_MAX; ++s) {
     for (std::uint32_t m = 0; m < ISO_NET_MECHANISM_MAX; ++m) {
       const abi::Cause c = abi::NetworkCause(s, m);

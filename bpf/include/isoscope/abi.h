@@ -22,7 +22,8 @@
 #include <linux/types.h>
 #endif
 
-#define ISO_ABI_VERSION 3u /* 2: ISO_REC_TRACEPARENT layout; 3: ISO_REC_NET, outbound traceparent */
+#define ISO_ABI_VERSION 4u /* 2: ISO_REC_TRACEPARENT layout; 3: ISO_REC_NET, outbound traceparent;
+                            4: ISO_NET_EV_DEVQ */
 
 /* Record kinds. */
 enum iso_rec_kind {
@@ -183,7 +184,12 @@ enum iso_net_event {
 	/* skb freed with a drop reason (skb:kfree_skb); start_ns == ts. mech
 	 * protocol; reason = the kernel's enum skb_drop_reason value. */
 	ISO_NET_EV_DROP = 5,
-	ISO_NET_EV_MAX = 6,
+	/* skb: start_xmit on a paravirtual NIC (virtio_net) -> the driver takes
+	 * the buffer back (TX completion, skb:consume_skb): the wait in the
+	 * device's virtqueue, i.e. for the host (vhost, the VMM) to send it,
+	 * plus the completion interrupt. mech queue; slice virtio. */
+	ISO_NET_EV_DEVQ = 6,
+	ISO_NET_EV_MAX = 7,
 };
 
 #define ISO_NET_RETRANS_TIMEOUT 1u /* the retransmission timer fired (RTO, TLP) */

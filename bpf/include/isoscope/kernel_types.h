@@ -175,9 +175,12 @@ struct Qdisc {
 	const struct Qdisc_ops *ops;
 };
 
+struct net_device_ops;
+
 struct net_device {
 	char name[16];
 	int ifindex;
+	const struct net_device_ops *netdev_ops; /* one per driver: identifies virtio_net */
 	possible_net_t nd_net;
 	const struct rtnl_link_ops *rtnl_link_ops;
 	struct Qdisc *qdisc; /* root qdisc */
