@@ -13,11 +13,27 @@ The pieces, all usable from tests/integration/test_vm_kernels.py and from the co
                          ISOSCOPE-RESULT-END <name>
                      are returned by name. A guest that does not print ISOSCOPE-GUEST-UP within
                      boot_timeout_s, or ends without ISOSCOPE-GUEST-DONE, is an error that
-                     quotes the last console lines.
+                     quotes the last console lines. With nics=VIRTIO_NICS the guest has two
+                     virtio-net NICs on QEMU's user network (below); without, no network.
+  EchoServer         a TCP echo server on the host's 127.0.0.1, which the guest reaches through
+                     either NIC at 10.0.2.2:PORT / 10.0.3.2:PORT (QEMU's user network forwards
+                     connections to the gateway address to the host's loopback); its port goes
+                     to the guest as isoscope.echo_port=PORT on the kernel command line.
+
+The two NICs (identified in the guest by MAC address, not by name order):
+  52:54:00:00:00:10  10.0.2.0/24, a plain virtio-net device
+  52:54:00:00:00:11  10.0.3.0/24, the same device with tx=timer,x-txtimer=20000000: QEMU's device
+                     model flushes that NIC's TX virtqueue only 20 ms after the guest's first
+                     notification, so every transmitted packet waits up to 20 ms in the
+                     device's queue before the guest driver gets its TX completion (the
+                     virtio scenario, tests/vm/guest/scenarios/60-virtio.sh)
 
 Command line (from a build tree; everything lands under <build>/vm-cache):
 
   tests/vm/run_vm.py --build build-vm [--kernel debian-cloud-6.1] [--scenarios doctor,throttle]
+                     [--no-nics]
+
+(the command line boots with VIRTIO_NICS and an EchoServer unless --no-nics).
 
 Runs need no root and no KVM: QEMU emulates the CPU (the host's /dev/kvm cannot run a Linux
 guest). Cached downloads make later runs offline.
@@ -30,6 +46,7 @@ import re
 import shlex
 import shutil
 import socket
+import socketserver
 import subprocess
 import sys
 import tempfile
@@ -49,6 +66,60 @@ GUEST_DONE = "ISOSCOPE-GUEST-DONE"
 GUEST_DISTURBED = "ISOSCOPE-GUEST-DISTURBED"
 PRINTK = re.compile(r"^\[\s*\d+\.\d+\] ")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1bc")
+
+
+# QEMU arguments of the guest's NICs: (-netdev value, -device value) per NIC. Both on QEMU's
+# user network (slirp: no root, no host interface); the second one's device model holds
+# transmitted packets in its TX virtqueue for up to 20 ms (x-txtimer is in nanoseconds).
+FAST_MAC, SLOW_MAC = "52:54:00:00:00:10", "52:54:00:00:00:11"
+VIRTIO_NICS = (
+    ("user,id=n0,net=10.0.2.0/24", f"virtio-net-pci,netdev=n0,mac={FAST_MAC}"),
+    ("user,id=n1,net=10.0.3.0/24",
+     f"virtio-net-pci,netdev=n1,mac={SLOW_MAC},tx=timer,x-txtimer=20000000"),
+)
+
+
+class _EchoHandler(socketserver.BaseRequestHandler):
+    def handle(self):
+        while True:
+            try:
+                data = self.request.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            self.request.sendall(data)
+
+
+class EchoServer(socketserver.ThreadingTCPServer):
+    """A threaded TCP echo server on 127.0.0.1 (ephemeral port, in `port`); start() serves in
+    a daemon thread, stop() shuts it down. Usable as a context manager."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), _EchoHandler)
+        self.port = self.server_address[1]
+        self._thread = None
+
+    def start(self):
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        if self._thread:
+            self.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.server_close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
 
 
 class Unavailable(Exception):
@@ -259,8 +330,12 @@ def diagnose_hang(sock_path, kernel_dir):
 
 def boot(qemu, kernel_dir, initrd, scenarios=None, timeout_s=600, boot_timeout_s=120,
          idle_timeout_s=180, smp=2, mem_mb=2048, cpu="max", append="", log_path=None,
-         modules=()):
+         modules=(), nics=()):
     """Boots the kernel in kernel_dir with initrd; returns a VmRun or raises VmError.
+
+    nics: (netdev, device) QEMU argument pairs, e.g. VIRTIO_NICS; none gives `-net none`. The
+    guest needs the NIC's driver (kernels.txt modules=) and leaves the NICs down unless a
+    scenario configures them.
 
     Limits: the guest must print GUEST_UP within boot_timeout_s, must not stay silent for
     idle_timeout_s (the guest's own scenario watchdog reports a stuck scenario before that),
@@ -275,9 +350,14 @@ def boot(qemu, kernel_dir, initrd, scenarios=None, timeout_s=600, boot_timeout_s
         cmdline += " " + append
     tmp = tempfile.mkdtemp(prefix="isoscope-vm-")
     sock_path = os.path.join(tmp, "monitor.sock")
+    net = ["-net", "none"]
+    if nics:
+        net = []
+        for netdev, device in nics:
+            net += ["-netdev", netdev, "-device", device]
     args = [
         qemu, "-accel", "tcg", "-cpu", cpu, "-m", str(mem_mb), "-smp", str(smp),
-        "-nographic", "-no-reboot", "-net", "none",
+        "-nographic", "-no-reboot", *net,
         "-monitor", f"unix:{sock_path},server=on,wait=off",
         "-kernel", str(Path(kernel_dir) / "vmlinuz"), "-initrd", str(initrd),
         "-append", cmdline,
@@ -367,11 +447,14 @@ def main():
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--show", action="store_true", help="print every result block")
     ap.add_argument("--append", default="", help="extra kernel command line")
+    ap.add_argument("--no-nics", action="store_true",
+                    help="boot without the two virtio-net NICs and the echo server")
     a = ap.parse_args()
     build = Path(a.build).resolve()
     isoscope = Path(os.environ.get("ISOSCOPE_BIN", build / "isoscope"))
     workloads = Path(os.environ.get("ISOSCOPE_WORKLOADS", build / "workloads"))
     cache = default_cache(isoscope)
+    echo = None if a.no_nics else EchoServer().start()
     try:
         qemu = find_qemu()
         for k in load_kernels():
@@ -379,10 +462,13 @@ def main():
                 continue
             kernel_dir, initrd = prepare(k, isoscope, workloads, cache)
             log = cache / "logs" / f"{k.name}.console.log"
+            extra = [k.append, a.append] + ([] if echo is None else
+                                             [f"isoscope.echo_port={echo.port}"])
             run = boot(qemu, kernel_dir, initrd,
                        scenarios=a.scenarios.split(",") if a.scenarios else None,
                        timeout_s=a.timeout, log_path=log, modules=k.modules,
-                       append=" ".join(x for x in (k.append, a.append) if x))
+                       append=" ".join(x for x in extra if x),
+                       nics=() if echo is None else VIRTIO_NICS)
             print(f"{k.name}: booted in {run.boot_s:.1f} s, done in {run.wall_s:.1f} s, "
                   f"console log {log}")
             for name, text in run.results.items():
@@ -394,6 +480,9 @@ def main():
     except VmError as e:
         print(f"FAIL: {e}", file=sys.stderr)
         return 1
+    finally:
+        if echo is not None:
+            echo.stop()
     return 0
 
 
