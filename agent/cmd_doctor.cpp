@@ -197,13 +197,14 @@ int RunDoctor(const DoctorOptions& o) {
     n.available = on > 0;
     for (std::size_t i = 0; i < off.size(); ++i) n.reason += (i ? "; " : "") + off[i];
     if (!probes) n.reason = probes.error().message;
-    const bool qdisc = attached("net_dev_queue") && attached("net_dev_start_xmit");
+    const bool qdisc = attached("qdisc_enqueue") && attached("qdisc_dequeue") &&
+                       attached("net_dev_start_xmit");
     const bool backlog = qdisc && attached("netif_receive_skb");
     const bool rcvq = attached("tcp_probe") && (attached("sys_exit_read") || attached("sys_exit_recvfrom"));
     auto cause = [](const char* name, bool ok, const char* needs) {
       return nlohmann::json{{"cause", name}, {"available", ok}, {"reason", ok ? "" : needs}};
     };
-    n.causes.push_back(cause("network.*.queue (qdisc)", qdisc, "needs net_dev_queue + net_dev_start_xmit"));
+    n.causes.push_back(cause("network.*.queue (qdisc)", qdisc, "needs qdisc_enqueue (or net_dev_queue) + qdisc_dequeue + net_dev_start_xmit"));
     n.causes.push_back(cause("network.*.scheduling (veth backlog)", backlog, "needs the qdisc pair + netif_receive_skb"));
     n.causes.push_back(cause("network.*.queue (receive queue)", rcvq, "needs tcp_probe + a socket read exit"));
     n.causes.push_back(cause("network.*.protocol (retransmit)", attached("tcp_retransmit_skb"), "needs tcp_retransmit_skb"));

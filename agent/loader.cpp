@@ -56,6 +56,12 @@ Result<isoscope_bpf*> TryLoad(const LoadOptions& o, std::vector<ProgramState>& p
   bool network = false;
   for (const auto& p : programs) network |= p.reason.empty() && p.spec->area == "network";
   skel->rodata->net_enabled = o.network && network;
+  // The qdisc is timed by qdisc_enqueue/dequeue unless the plan fell back to net_dev_queue.
+  bool qdisc_tp = true;
+  for (const auto& p : programs) {
+    if (p.reason.empty() && p.spec->target == "net_dev_queue") qdisc_tp = false;
+  }
+  skel->rodata->qdisc_tp = qdisc_tp;
   skel->rodata->net_min_ns = o.stream_min_ns;
   skel->rodata->host_netns_ino = o.host_netns_ino ? o.host_netns_ino : SelfNetnsInode();
   skel->rodata->kernel_hz = o.kernel_hz ? o.kernel_hz : KernelConfigHz();

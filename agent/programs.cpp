@@ -83,9 +83,22 @@ const std::vector<ProgramSpec>& ContainerPrograms() {
       t.push_back({fn + "_btf", tp, tp, ProgKind::kTpBtf, "network", true, purpose});
       t.push_back({fn + "_raw", tp, tp, ProgKind::kRawTp, "network", true, purpose});
     };
-    net("iso_net_dev_queue", "net_dev_queue", "network qdisc: packet enters a device queue");
+    // Qdisc backlog: qdisc:qdisc_enqueue -> qdisc:qdisc_dequeue where the kernel has them
+    // (qdisc_enqueue since v5.15; qdisc_dequeue is older): they fire only on
+    // devices with a real qdisc, so a noqueue veth costs nothing. Older kernels: net_dev_queue
+    // (every packet of every device) -> net_dev_start_xmit, the same group's fallback.
+    const std::string enqueue = "network qdisc: packet enters a device's qdisc";
+    t.push_back({"iso_net_qdisc_enqueue_btf", "qdisc_enqueue", "qdisc_enqueue", ProgKind::kTpBtf,
+                 "network", true, enqueue});
+    t.push_back({"iso_net_qdisc_enqueue_raw", "qdisc_enqueue", "qdisc_enqueue", ProgKind::kRawTp,
+                 "network", true, enqueue});
+    t.push_back({"iso_net_dev_queue_btf", "qdisc_enqueue", "net_dev_queue", ProgKind::kTpBtf,
+                 "network", true, enqueue + " (fallback: every packet)"});
+    t.push_back({"iso_net_dev_queue_raw", "qdisc_enqueue", "net_dev_queue", ProgKind::kRawTp,
+                 "network", true, enqueue + " (fallback: every packet)"});
+    net("iso_net_qdisc_dequeue", "qdisc_dequeue", "network qdisc: packet leaves the qdisc");
     net("iso_net_start_xmit", "net_dev_start_xmit",
-        "network qdisc: packet leaves the queue; veth hand-over to the peer");
+        "network: veth hand-over to the peer, virtio ring entry; qdisc exit on the fallback");
     net("iso_net_receive_skb", "netif_receive_skb", "network backlog: veth peer receives the packet");
     net("iso_net_tcp_probe", "tcp_probe", "network receive queue: first unread data on a socket");
     net("iso_net_tcp_retransmit", "tcp_retransmit_skb", "network retransmits: RTO or fast retransmit wait");

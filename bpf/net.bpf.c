@@ -3,7 +3,8 @@
  * Network slices, kernel side (docs/network.md): emits ISO_REC_NET intervals
  * that a packet or a socket's data spent in one stage on this node.
  *
- *   QDISC    net_dev_queue -> net_dev_start_xmit (same skb, same device)
+ *   QDISC    qdisc_enqueue -> qdisc_dequeue (same skb); on kernels before
+ *            v5.15 net_dev_queue -> net_dev_start_xmit (rodata qdisc_tp = 0)
  *   BACKLOG  net_dev_start_xmit on a veth -> netif_receive_skb (same skb)
  *   RCVQ     tcp_probe (first unread data) -> the read exit (bpf/http.bpf.c)
  *   RETRANS  tcp_retransmit_skb (the wait before it: RTO or ~1 RTT)
@@ -11,10 +12,11 @@
  *   DEVQ     net_dev_start_xmit on a virtio_net NIC -> consume_skb (TX
  *            completion: the driver took the buffer back from the device)
  *
- * Per-packet fast path. A device whose root qdisc is noqueue (veth and lo by
- * default) has no queue to time: net_dev_queue returns after two pointer
- * loads. On a device with a real qdisc, net_dev_queue is one map update keyed
- * by the skb address and start_xmit one lookup plus a delete. A veth's
+ * Per-packet fast path. The qdisc tracepoints fire only for devices with a
+ * real qdisc (a noqueue veth or lo never enqueues): one map update keyed by
+ * the skb address at enqueue, one lookup plus a delete at dequeue. On the
+ * fallback, net_dev_queue runs for every packet and returns after two pointer
+ * loads on a noqueue device; start_xmit then does the lookup. A veth's
  * start_xmit stores the hand-over time (one update) and the peer's
  * netif_receive_skb does one lookup plus a delete; any other device's
  * receive returns after the same pointer compare. Headers are parsed only
@@ -41,6 +43,10 @@
 const volatile __u64 net_min_ns = 1000000; /* emit intervals at least this long */
 const volatile __u32 host_netns_ino = 0;   /* the agent's /proc/self/ns/net inode */
 const volatile bool net_enabled = true;
+/* 1: the qdisc is timed by qdisc_enqueue/qdisc_dequeue; 0: by net_dev_queue and
+ * net_dev_start_xmit (kernels before v5.15). Set by the loader from the
+ * program plan. */
+const volatile bool qdisc_tp = true;
 /* The kernel's CONFIG_HZ (icsk_rto is in jiffies), from the kernel config in
  * user space; 0: unknown, taken as 250 (the default of most distributions).
  * Not a __kconfig extern: libbpf 1.1 fails the whole object when the kernel
@@ -344,7 +350,7 @@ static __always_inline void on_dev_queue(const struct sk_buff *skb, bool btf)
 	__u64 key = (__u64)(unsigned long)skb;
 	struct skb_stage v = {};
 
-	if (!net_enabled || dev_noqueue(ISO_RD(btf, skb, dev), btf))
+	if (!net_enabled || qdisc_tp || dev_noqueue(ISO_RD(btf, skb, dev), btf))
 		return;
 	v.ts = bpf_ktime_get_boot_ns();
 	v.stage = ISO_SKB_STAGE_QDISC;
@@ -356,43 +362,27 @@ static __always_inline void on_start_xmit(const struct sk_buff *skb, const struc
 					  bool btf)
 {
 	__u64 key = (__u64)(unsigned long)skb;
-	struct skb_stage *v;
 	__u64 now = 0;
 
 	if (!net_enabled)
 		return;
-	if (!dev_noqueue(dev, btf)) {
-		v = bpf_map_lookup_elem(&skb_ts, &key);
+	if (!qdisc_tp && !dev_noqueue(dev, btf)) {
+		/* Fallback: the qdisc stage net_dev_queue opened ends here. */
+		struct skb_stage *v = bpf_map_lookup_elem(&skb_ts, &key);
+
 		if (v) {
 			now = bpf_ktime_get_boot_ns();
 			if (v->stage == ISO_SKB_STAGE_QDISC && now > v->ts &&
 			    now - v->ts >= net_min_ns && now - v->ts < ISO_NET_STALE_NS)
 				emit_skb(ISO_NET_EV_QDISC, ISO_NET_QUEUE, skb, dev, v->ts, now);
-		}
-		if (dev_is_paravirt(dev, btf)) {
-			/* Into the device's ring: time it until the driver
-			 * completes it (on_consume_skb). The qdisc's entry is
-			 * reused in place. */
-			if (!now)
-				now = bpf_ktime_get_boot_ns();
-			if (v) {
-				v->ts = now;
-				v->stage = ISO_SKB_STAGE_DEVQ;
-			} else {
-				struct skb_stage nv = {.ts = now, .stage = ISO_SKB_STAGE_DEVQ};
-
-				if (bpf_map_update_elem(&skb_ts, &key, &nv, BPF_ANY))
-					iso_percpu_inc(&stats, ISO_STAT_NET_SKB_FULL);
-			}
-			return;
-		}
-		if (v && !dev_is_veth(dev, btf)) {
 			bpf_map_delete_elem(&skb_ts, &key);
-			return;
 		}
-	} else if (dev_is_paravirt(dev, btf)) {
-		/* A paravirtual NIC without a qdisc (noqueue). */
-		struct skb_stage nv = {.ts = bpf_ktime_get_boot_ns(), .stage = ISO_SKB_STAGE_DEVQ};
+	}
+	if (dev_is_paravirt(dev, btf)) {
+		/* Into the device's ring: timed until the driver completes it
+		 * (on_consume_skb). */
+		struct skb_stage nv = {.ts = now ? now : bpf_ktime_get_boot_ns(),
+				       .stage = ISO_SKB_STAGE_DEVQ};
 
 		if (bpf_map_update_elem(&skb_ts, &key, &nv, BPF_ANY))
 			iso_percpu_inc(&stats, ISO_STAT_NET_SKB_FULL);
@@ -410,6 +400,51 @@ static __always_inline void on_start_xmit(const struct sk_buff *skb, const struc
 		i = ring->head++ & (ISO_HANDOVER_SLOTS - 1);
 		ring->skb[i] = key;
 		ring->ts[i] = now ? now : bpf_ktime_get_boot_ns();
+	}
+}
+
+/* The qdisc tracepoints: the root qdisc of a device took the skb
+ * (dev_qdisc_enqueue; not fired for the empty-queue bypass, where nothing
+ * waits) and gave it out (dequeue_skb). A bulk dequeue hands out a list
+ * linked by skb->next: its first ISO_NET_DEQUEUE_BULK skbs are closed. */
+#define ISO_NET_DEQUEUE_BULK 8
+
+static __always_inline void on_qdisc_enqueue(const struct sk_buff *skb)
+{
+	__u64 key = (__u64)(unsigned long)skb;
+	struct skb_stage v = {};
+
+	if (!net_enabled || !qdisc_tp || !skb)
+		return;
+	v.ts = bpf_ktime_get_boot_ns();
+	v.stage = ISO_SKB_STAGE_QDISC;
+	if (bpf_map_update_elem(&skb_ts, &key, &v, BPF_ANY))
+		iso_percpu_inc(&stats, ISO_STAT_NET_SKB_FULL);
+}
+
+static __always_inline void on_qdisc_dequeue(const struct sk_buff *skb, int packets, bool btf)
+{
+	__u64 now = 0;
+
+	if (!net_enabled || !qdisc_tp)
+		return;
+#pragma unroll
+	for (int i = 0; i < ISO_NET_DEQUEUE_BULK; i++) {
+		__u64 key = (__u64)(unsigned long)skb;
+		struct skb_stage *v;
+
+		if (!skb || i >= packets)
+			break;
+		v = bpf_map_lookup_elem(&skb_ts, &key);
+		if (v) {
+			if (!now)
+				now = bpf_ktime_get_boot_ns();
+			if (v->stage == ISO_SKB_STAGE_QDISC && now > v->ts &&
+			    now - v->ts >= net_min_ns && now - v->ts < ISO_NET_STALE_NS)
+				emit_skb(ISO_NET_EV_QDISC, ISO_NET_QUEUE, skb, NULL, v->ts, now);
+			bpf_map_delete_elem(&skb_ts, &key);
+		}
+		skb = ISO_RD(btf, skb, next);
 	}
 }
 
@@ -675,6 +710,13 @@ static __always_inline void on_kfree_skb(const struct sk_buff *skb, __u32 reason
 	SEC("raw_tp/" #tp) int BPF_PROG(fn##_raw, args) { const bool btf = false; (void)btf; body; return 0; }
 #define ISO_NET_ARGS(...) __VA_ARGS__
 
+ISO_NET_HOOK(qdisc_enqueue, iso_net_qdisc_enqueue,
+	     ISO_NET_ARGS(struct Qdisc *q, const struct netdev_queue *txq, struct sk_buff *skb),
+	     on_qdisc_enqueue(skb))
+ISO_NET_HOOK(qdisc_dequeue, iso_net_qdisc_dequeue,
+	     ISO_NET_ARGS(struct Qdisc *q, const struct netdev_queue *txq, int packets,
+			  struct sk_buff *skb),
+	     on_qdisc_dequeue(skb, packets, btf))
 ISO_NET_HOOK(net_dev_queue, iso_net_dev_queue, struct sk_buff *skb, on_dev_queue(skb, btf))
 ISO_NET_HOOK(net_dev_start_xmit, iso_net_start_xmit,
 	     ISO_NET_ARGS(const struct sk_buff *skb, const struct net_device *dev),

@@ -40,13 +40,15 @@ const ProgramDecision& Find(const std::vector<ProgramDecision>& plan, const std:
 }
 
 TEST(ProgramTable, EveryGroupHasExactlyOneKindPerAlternative) {
-  std::map<std::string, std::set<ProgKind>> kinds;
+  // An alternative: one attach point (tracepoint or function) of the group.
+  std::map<std::pair<std::string, std::string>, std::set<ProgKind>> kinds;
   for (const auto& p : ContainerPrograms()) {
-    EXPECT_TRUE(kinds[p.group].insert(p.kind).second) << p.name;
+    auto& alternative = kinds[std::make_pair(p.group, p.target)];
+    EXPECT_TRUE(alternative.insert(p.kind).second) << p.name;
     EXPECT_FALSE(p.purpose.empty()) << p.name;
   }
-  EXPECT_TRUE(kinds.count("sched_switch"));
-  EXPECT_TRUE(kinds.count("unthrottle"));
+  EXPECT_TRUE(kinds.count(std::make_pair(std::string("sched_switch"), std::string("sched_switch"))));
+  EXPECT_TRUE(kinds.count(std::make_pair(std::string("unthrottle"), std::string("unthrottle_cfs_rq"))));
 }
 
 TEST(PlanPrograms, FullKernelPrefersTpBtfAndFentry) {
@@ -100,11 +102,15 @@ TEST(ProgramTable, NetworkProgramsAreOptionalTpBtfWithRawTpFallback) {
   for (const auto& p : ContainerPrograms()) {
     if (p.area != "network") continue;
     EXPECT_TRUE(p.optional) << p.name << ": the network must never keep the agent from starting";
-    EXPECT_EQ(p.group, p.target) << p.name;
-    kinds[p.group].insert(p.kind);
+    // One group has two tracepoints: qdisc_enqueue, with net_dev_queue as its fallback.
+    if (p.group != "qdisc_enqueue") {
+      EXPECT_EQ(p.group, p.target) << p.name;
+    }
+    kinds[p.target].insert(p.kind);
   }
-  for (const char* tp : {"net_dev_queue", "net_dev_start_xmit", "netif_receive_skb", "tcp_probe",
-                         "tcp_retransmit_skb", "kfree_skb"}) {
+  for (const char* tp : {"qdisc_enqueue", "net_dev_queue", "qdisc_dequeue", "net_dev_start_xmit",
+                         "netif_receive_skb", "tcp_probe", "tcp_retransmit_skb", "kfree_skb",
+                         "consume_skb"}) {
     ASSERT_TRUE(kinds.count(tp)) << tp;
     EXPECT_EQ(kinds[tp], (std::set<ProgKind>{ProgKind::kTpBtf, ProgKind::kRawTp})) << tp;
   }
@@ -127,8 +133,9 @@ TEST(ProgramTable, OutboundTraceparentProgramsAreOptionalSyscallTracepoints) {
 
 TEST(PlanPrograms, KernelWithoutNetworkTracepointsStillPlansTheContainerLayer) {
   FakeProber k;
-  for (const char* tp : {"net_dev_queue", "net_dev_start_xmit", "netif_receive_skb", "tcp_probe",
-                         "tcp_retransmit_skb", "kfree_skb"}) {
+  for (const char* tp : {"qdisc_enqueue", "net_dev_queue", "qdisc_dequeue", "net_dev_start_xmit",
+                         "netif_receive_skb", "tcp_probe", "tcp_retransmit_skb", "kfree_skb",
+                         "consume_skb"}) {
     k.missing_tracepoints.insert(tp);
   }
   auto plan = PlanPrograms(ContainerPrograms(), k);
@@ -137,6 +144,23 @@ TEST(PlanPrograms, KernelWithoutNetworkTracepointsStillPlansTheContainerLayer) {
   EXPECT_FALSE(Find(plan, "iso_net_kfree_skb_raw").enabled);
   EXPECT_EQ(Find(plan, "iso_net_tcp_probe_raw").reason, "no such tracepoint");
   EXPECT_TRUE(Find(plan, "iso_sched_switch_btf").enabled);
+}
+
+TEST(PlanPrograms, QdiscTimingFallsBackToNetDevQueue) {
+  // v6.18 here: qdisc_enqueue exists, net_dev_queue is not loaded.
+  FakeProber now;
+  auto plan = PlanPrograms(ContainerPrograms(), now);
+  EXPECT_TRUE(Find(plan, "iso_net_qdisc_enqueue_btf").enabled);
+  EXPECT_FALSE(Find(plan, "iso_net_dev_queue_btf").enabled);
+  EXPECT_EQ(Find(plan, "iso_net_dev_queue_btf").reason,
+            "alternative of an enabled qdisc_enqueue program");
+  // v5.8-v5.14: no qdisc_enqueue tracepoint, net_dev_queue stands in.
+  FakeProber old;
+  old.missing_tracepoints.insert("qdisc_enqueue");
+  plan = PlanPrograms(ContainerPrograms(), old);
+  EXPECT_FALSE(Find(plan, "iso_net_qdisc_enqueue_btf").enabled);
+  EXPECT_TRUE(Find(plan, "iso_net_dev_queue_btf").enabled);
+  EXPECT_TRUE(Find(plan, "iso_net_qdisc_dequeue_btf").enabled);
 }
 
 TEST(PlanPrograms, NetworkFallsBackToRawTp) {

@@ -186,7 +186,10 @@ struct net_device {
 	struct Qdisc *qdisc; /* root qdisc */
 };
 
+struct netdev_queue;
+
 struct sk_buff {
+	struct sk_buff *next; /* a bulk dequeue's list */
 	struct net_device *dev;
 	struct sock *sk;
 	unsigned int len;
