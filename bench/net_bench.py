@@ -11,6 +11,9 @@ alone, interleaved over rounds (A B C D, D C B A, ...).
                 include: this kernel has no headers)
   bt-tcpprobe   bpftrace, a histogram of srtt (µs) from tracepoint:tcp:tcp_probe (one event per
                 received segment on an established socket)
+  bt-hopcount   bpftrace, a per-CPU count on each of the two hooks a veth hop passes
+                (net_dev_start_xmit, netif_receive_skb): the floor of any per-hop BPF program
+                on this box (program entry, bpf_stats' own clock reads, one map update)
 
 Per window (BENCH_NET_DURATION s, default 5): iperf3's received bits/s and retransmits (-J);
 packets/s on the client's veth (/sys/class/net/*/statistics, rx+tx, read inside the netns);
@@ -60,6 +63,12 @@ tracepoint:tcp:tcp_probe
   @srtt_us = hist(args->srtt);
 }
 """
+HOPCOUNT_BT = r"""
+tracepoint:net:net_dev_start_xmit { @xmit = count(); }
+tracepoint:net:netif_receive_skb { @receive = count(); }
+"""
+BT_SCRIPTS = {"bt-tcpretrans": TCPRETRANS_BT, "bt-tcpprobe": TCPPROBE_BT, "bt-hopcount": HOPCOUNT_BT}
+CONFIGS = ["baseline", "isoscope", "bt-tcpretrans", "bt-tcpprobe", "bt-hopcount"]
 
 
 def sh(*argv, check=True, ns=None, **kw):
@@ -146,7 +155,7 @@ def start_tracer(cfg, a, tmp, rnd) -> Tracer | None:
         time.sleep(1.0)
         return t
     script = f"{tmp}/{cfg}.bt"
-    Path(script).write_text(TCPRETRANS_BT if cfg == "bt-tcpretrans" else TCPPROBE_BT)
+    Path(script).write_text(BT_SCRIPTS[cfg])
     t = Tracer(cfg, ["bpftrace", script], f"{tmp}/{cfg}-{rnd}.log")
     t.wait_ready("Attaching")
     time.sleep(1.0)
@@ -218,7 +227,7 @@ def main() -> int:
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                       start_new_session=True, preexec_fn=sb._child_setup)
             time.sleep(1.0)
-            cfgs = ["baseline", "isoscope", "bt-tcpretrans", "bt-tcpprobe"]
+            cfgs = CONFIGS
             order = []
             for i in range(a.rounds):
                 order += cfgs if i % 2 == 0 else cfgs[::-1]
@@ -254,7 +263,7 @@ def main() -> int:
          f"iperf3 -P {a.streams}. Medians.\n",
          "| configuration | Gbit/s | vs baseline | packets/s | tracer CPU % of a core | BPF CPU % of a core | BPF ns per packet | network-program BPF ns per packet |",
          "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for cfg in ["baseline", "isoscope", "bt-tcpretrans", "bt-tcpprobe"]:
+    for cfg in CONFIGS:
         g = med(cfg, "gbit_s")
         L.append(f"| {cfg} | {f(g)} | {f(g / base if g and base else None, '{:.3f}')} | {f(med(cfg, 'pkts_per_s'), '{:,.0f}')} | "
                  f"{f(med(cfg, 'tracer_cpu_pct')) if cfg != 'baseline' else '-'} | {f(med(cfg, 'bpf_pct'))} | "

@@ -462,12 +462,19 @@ static __always_inline void on_receive(const struct sk_buff *skb, bool btf)
 	if (!ring)
 		return;
 	start = 0;
+	/* Newest first: the peer usually receives the skb this CPU sent last. */
+	{
+		__u32 head = ring->head;
+
 #pragma unroll
-	for (int i = 0; i < ISO_HANDOVER_SLOTS; i++) {
-		if (ring->skb[i] == key) {
-			start = ring->ts[i];
-			ring->skb[i] = 0;
-			break;
+		for (int i = 1; i <= ISO_HANDOVER_SLOTS; i++) {
+			__u32 j = (head - i) & (ISO_HANDOVER_SLOTS - 1);
+
+			if (ring->skb[j] == key) {
+				start = ring->ts[j];
+				ring->skb[j] = 0;
+				break;
+			}
 		}
 	}
 	if (!start)
