@@ -185,7 +185,9 @@ static __always_inline void fill_task_hdr(struct iso_rec_hdr *h, __u16 kind, __u
  * RCVQ: this read took data that tcp_probe (net.bpf.c) saw arrive while the
  * socket had none unread. The interval [arrival, end of this read) is the
  * time the data waited in the receive queue. Runs before the HTTP checks,
- * for every socket read.
+ * for every socket read. A partial read leaves data behind: its wait starts
+ * again now (it arrived earlier, so this undercounts and never counts a
+ * moment twice).
  */
 static __always_inline void rcvq_close(struct sock *sk, __u64 key, __s64 ret, __u64 id,
 				       struct task_struct *task)
@@ -199,8 +201,16 @@ static __always_inline void rcvq_close(struct sock *sk, __u64 key, __s64 ret, __
 	if (!ts)
 		return;
 	start = *ts;
-	bpf_map_delete_elem(&rcvq, &key);
 	now = bpf_ktime_get_boot_ns();
+	{
+		/* Only TCP sockets have an entry (tcp_probe made it). */
+		const struct tcp_sock *tp = (const void *)sk;
+
+		if (BPF_CORE_READ(tp, copied_seq) != BPF_CORE_READ(tp, rcv_nxt))
+			*ts = now;
+		else
+			bpf_map_delete_elem(&rcvq, &key);
+	}
 	if (now <= start || now - start < net_min_ns)
 		return;
 	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);

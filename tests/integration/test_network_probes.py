@@ -7,6 +7,8 @@ qdisc. While `isoscope record` runs:
     veth (kind "veth") with intervals of tens of ms;
   - a client sends a small message to a receiver that sleeps 300 ms before reading: an RCVQ
     record of >= 250 ms carrying the reading thread's tid and the netns's inode;
+  - a receiver reads 100 of 2000 bytes after 300 ms and the rest 300 ms later: two RCVQ
+    records (100 and 1900 bytes), the second starting at the first read;
   - a client sends an HTTP request with a traceparent header: an outbound TRACEPARENT record
     (ISO_TP_F_OUTBOUND) whose parent_span_id is the header's parent-id.
 The scenario runs twice: with the preferred tp_btf programs and with --no-tp-btf (the raw_tp
@@ -95,14 +97,17 @@ RECEIVER = textwrap.dedent(
     print("ready", srv.getsockname()[1], threading.get_native_id(), flush=True)
     conn, _ = srv.accept()
     total = 0
-    if mode == "slow":
+    if mode in ("slow", "partial"):
+        time.sleep(0.3)
+    if mode == "partial":
+        total += len(conn.recv(100))
         time.sleep(0.3)
     while True:
         data = conn.recv(65536)
         if not data:
             break
         total += len(data)
-        if mode == "slow" or mode == "http":
+        if mode != "bulk":
             break
     if mode == "http":
         conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 0\\r\\n\\r\\n")
@@ -213,6 +218,16 @@ class NetworkProbes(unittest.TestCase):
         c.close()
         h.log(f"slow receiver tid {slow_tid}: {slow.stdout.read().strip()}")
 
+        # 2b. Partial read: 100 of 2000 bytes after 300 ms, the rest 300 ms later.
+        partial, partial_port, partial_tid = start_receiver("partial")
+        cls.procs.append(partial)
+        cls.partial_tid = partial_tid
+        c = socket.create_connection((NS_IP, partial_port), timeout=20)
+        c.sendall(b"p" * 2000)
+        partial.wait(timeout=30)
+        c.close()
+        h.log(f"partial receiver tid {partial_tid}: {partial.stdout.read().strip()}")
+
         # 3. Outbound request with a traceparent header (send -> sendto).
         server, http_port, _ = start_receiver("http")
         cls.procs.append(server)
@@ -269,6 +284,20 @@ class NetworkProbes(unittest.TestCase):
         self.assertEqual(n["bytes"], 200)
         self.assertEqual(socket.inet_ntoa(n["saddr"][:4]), NS_IP)
         self.assertEqual(socket.inet_ntoa(n["daddr"][:4]), HOST_IP)
+
+    def test_rcvq_after_a_partial_read(self):
+        # The first read takes 100 bytes after 300 ms; the 1900 left wait again from that read
+        # until the second read 300 ms later (not from their arrival: no moment twice).
+        rcvq = sorted((n for n in self.nets if n["event"] == EV_RCVQ and n["tid"] == self.partial_tid),
+                      key=lambda r: r["ts"])
+        h.log("RCVQ partial reader: " + ", ".join(
+            f"{(n['ts'] - n['start']) / 1e6:.1f} ms/{n['bytes']} B" for n in rcvq))
+        self.assertEqual([n["bytes"] for n in rcvq], [100, 1900])
+        first, second = rcvq
+        self.assertGreaterEqual((first["ts"] - first["start"]) / 1e6, 250.0)
+        self.assertGreaterEqual((second["ts"] - second["start"]) / 1e6, 250.0)
+        self.assertGreaterEqual(second["start"], first["ts"] - 1_000_000)
+        self.assertLess((second["ts"] - second["start"]) / 1e6, 2000.0)
 
     def test_outbound_traceparent(self):
         out = [t for t in self.tps if t["flags"] & TP_F_OUTBOUND and t["trace_id"] == TRACE_ID]
