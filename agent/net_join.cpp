@@ -73,6 +73,7 @@ correlator::NetworkSection TargetNetwork::Close(std::uint64_t start_ns, std::uin
       if (auto tcp = network::TcpFlowsOfPids({pid})) flows.insert(flows.end(), tcp->begin(), tcp->end());
     }
   }
+  summary_.SetOldDataReason(DropReasonValue(drop_names, "tcp_old_data"));
   summary_.SetFlows(flows);
   summary_.Begin(start_ns, end_ns);
   for (const auto& rec : pending_) summary_.Add(rec);
@@ -85,6 +86,7 @@ correlator::NetworkSection TargetNetwork::Close(std::uint64_t start_ns, std::uin
   for (const auto& row : r.rows) out.rows.push_back({row.cause, row.seconds, row.share});
   out.total_seconds = r.total_seconds;
   out.retransmits = r.retransmits;
+  out.retransmits_spurious = r.retransmits_spurious;
   for (const auto& [reason, count] : r.drops_by_reason) {
     const std::string name = reason < drop_names.size() && !drop_names[reason].empty()
                                  ? drop_names[reason]

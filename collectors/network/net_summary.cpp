@@ -35,6 +35,8 @@ void NetworkSummary::Begin(std::uint64_t start_ns, std::uint64_t end_ns) {
   end_ns_ = end_ns;
   ranges_.clear();
   retransmits_ = 0;
+  retransmits_spurious_ = 0;
+  last_retrans_.clear();
   drops_.clear();
   records_ = 0;
   matched_ = 0;
@@ -59,20 +61,34 @@ void NetworkSummary::Add(const FlowKey& flow, const NetInterval& interval) {
     if (interval.end_ns < start_ns_ || interval.end_ns >= end_ns_) return;
     ++matched_;
     ++drops_[interval.reason];
+    if (old_data_reason_ != 0 && interval.reason == old_data_reason_) MarkSpurious(flow, interval.end_ns);
     return;
   }
   // A retransmission counts once, in the interval where it happened (its end).
-  const bool retransmit = interval.event == ISO_NET_EV_RETRANS && interval.end_ns >= start_ns_ &&
-                          interval.end_ns < end_ns_;
+  const bool is_retrans = interval.event == ISO_NET_EV_RETRANS;
+  const bool retransmit = is_retrans && interval.end_ns >= start_ns_ && interval.end_ns < end_ns_;
   if (retransmit) ++retransmits_;
+  if (retransmit && interval.spurious) ++retransmits_spurious_;
   const std::uint64_t start = std::max(interval.start_ns, start_ns_);
   const std::uint64_t end = std::min(interval.end_ns, end_ns_);
-  if (end <= start) {
+  if (end <= start || (is_retrans && interval.spurious)) {
     if (retransmit) ++matched_;
     return;
   }
   ++matched_;
-  ranges_[{flow, interval.cause}].emplace_back(start, end);
+  auto& ranges = ranges_[{flow, interval.cause}];
+  ranges.emplace_back(start, end);
+  if (is_retrans) last_retrans_[flow] = {interval.end_ns, interval.cause, ranges.size() - 1, retransmit, false};
+}
+
+void NetworkSummary::MarkSpurious(const FlowKey& flow, std::uint64_t drop_ns) {
+  auto it = last_retrans_.find(flow);
+  if (it == last_retrans_.end()) return;
+  LastRetrans& r = it->second;
+  if (r.spurious || drop_ns < r.end_ns || drop_ns - r.end_ns > NetEvidence::kSpuriousWindowNs) return;
+  r.spurious = true;
+  if (r.counted) ++retransmits_spurious_;
+  if (r.index != kNoRange) ranges_[{flow, r.cause}][r.index] = {0, 0};  // empty: left out of the union
 }
 
 NetSummaryResult NetworkSummary::Summary() const {
@@ -80,6 +96,7 @@ NetSummaryResult NetworkSummary::Summary() const {
   out.start_ns = start_ns_;
   out.end_ns = end_ns_;
   out.retransmits = retransmits_;
+  out.retransmits_spurious = retransmits_spurious_;
   out.drops_by_reason = drops_;
   out.records = records_;
   out.matched = matched_;

@@ -43,6 +43,9 @@ struct NetSummaryResult {
   std::vector<NetSummaryRow> rows;  // by seconds, largest first; causes with time only
   double total_seconds = 0;         // sum of the rows
   std::uint64_t retransmits = 0;
+  // Of those, the ones the receiver (on this node) dropped as data it already had: their wait is
+  // not in the rows (SetOldDataReason).
+  std::uint64_t retransmits_spurious = 0;
   std::map<std::uint16_t, std::uint64_t> drops_by_reason;  // the kernel's skb_drop_reason values
   std::uint64_t records = 0;                               // records offered
   std::uint64_t matched = 0;                               // records of the target's flows used
@@ -69,13 +72,32 @@ class NetworkSummary {
 
   NetSummaryResult Summary() const;
 
+  // The kernel's value of SKB_DROP_REASON_TCP_OLD_DATA (0: unknown). A drop of a target flow with
+  // that reason within NetEvidence::kSpuriousWindowNs after the flow's latest retransmission of
+  // the same interval makes that retransmission spurious: counted in retransmits_spurious, its
+  // wait taken out of the rows. An interval already marked spurious (NetEvidence) counts so too.
+  void SetOldDataReason(std::uint16_t reason) { old_data_reason_ = reason; }
+
  private:
+  struct LastRetrans {
+    std::uint64_t end_ns = 0;
+    abi::Cause cause = 0;
+    std::size_t index = kNoRange;  // in ranges_[{flow, cause}]
+    bool counted = false;          // counted in retransmits_ (ended in this interval)
+    bool spurious = false;
+  };
+  static constexpr std::size_t kNoRange = static_cast<std::size_t>(-1);
+  void MarkSpurious(const FlowKey& flow, std::uint64_t drop_ns);
+
   std::set<FlowKey> flows_;
   RetransAttributor attributor_;
   std::uint64_t start_ns_ = 0;
   std::uint64_t end_ns_ = 0;
   std::map<std::pair<FlowKey, abi::Cause>, std::vector<Range>> ranges_;
   std::uint64_t retransmits_ = 0;
+  std::uint64_t retransmits_spurious_ = 0;
+  std::uint16_t old_data_reason_ = 0;
+  std::map<FlowKey, LastRetrans> last_retrans_;  // this interval's latest per flow
   std::map<std::uint16_t, std::uint64_t> drops_;
   std::uint64_t records_ = 0;
   std::uint64_t matched_ = 0;

@@ -232,6 +232,7 @@ json TraceIntervalJson(const correlator::IntervalReport& report) {
     out["network"] = {{"flows", n.flows},
                       {"seconds", n.total_seconds},
                       {"retransmits", n.retransmits},
+                      {"retransmits_spurious", n.retransmits_spurious},
                       {"drops", n.drops}};
   }
   return out;
@@ -290,6 +291,11 @@ Result<correlator::IntervalReport> ParseTraceIntervalJson(const json& object) {
     }
     if (auto retrans = NumberField(*network, "network", "retransmits"); retrans) {
       section->retransmits = static_cast<std::uint64_t>(*retrans);
+    }
+    if (network->contains("retransmits_spurious")) {
+      if (auto spurious = NumberField(*network, "network", "retransmits_spurious"); spurious) {
+        section->retransmits_spurious = static_cast<std::uint64_t>(*spurious);
+      }
     }
     if (const auto drops = network->find("drops"); drops != network->end() && drops->is_object()) {
       for (const auto& [reason, count] : drops->items()) {

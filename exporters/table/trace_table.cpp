@@ -140,8 +140,10 @@ std::string NetworkBlock(const correlator::NetworkSection& n, bool color) {
   if (n.retransmits > 0 || !n.drops.empty()) {
     std::vector<std::string> drops;
     for (const auto& [reason, count] : n.drops) drops.push_back(fmt::format("{} {}", reason, count));
-    out += fmt::format("  retransmits {}{}{}\n", n.retransmits, drops.empty() ? "" : " · drops: ",
-                       fmt::join(drops, ", "));
+    const std::string spurious =
+        n.retransmits_spurious > 0 ? fmt::format(" ({} spurious)", n.retransmits_spurious) : "";
+    out += fmt::format("  retransmits {}{}{}{}\n", n.retransmits, spurious,
+                       drops.empty() ? "" : " · drops: ", fmt::join(drops, ", "));
   }
   return out;
 }

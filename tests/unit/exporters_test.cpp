@@ -219,10 +219,11 @@ TEST(TraceJson, NetworkSectionAndRequests) {
                     {abi::NetworkCause(ISO_SLICE_NODE, ISO_NET_PROTOCOL), 0.1, 0.25}};
   r.network.total_seconds = 0.4;
   r.network.retransmits = 2;
+  r.network.retransmits_spurious = 1;
   r.network.drops = {{"tc_egress", 5}};
   const json j = TraceIntervalJson(r);
   EXPECT_EQ(j["network"], json({{"flows", 3}, {"seconds", 0.4}, {"retransmits", 2},
-                                {"drops", {{"tc_egress", 5}}}}));
+                                {"retransmits_spurious", 1}, {"drops", {{"tc_egress", 5}}}}));
   const json& last = j["breakdown"].back();
   EXPECT_EQ(last["cause"], "network.node.protocol");
   EXPECT_EQ(last["slice"], "node");
@@ -234,6 +235,7 @@ TEST(TraceJson, NetworkSectionAndRequests) {
   ASSERT_EQ(parsed.value().network.rows.size(), 2u);
   EXPECT_DOUBLE_EQ(parsed.value().network.rows[0].share, 0.75);
   EXPECT_EQ(parsed.value().network.drops.at("tc_egress"), 5u);
+  EXPECT_EQ(parsed.value().network.retransmits_spurious, 1u);
   EXPECT_EQ(TraceIntervalJson(parsed.value()), j);
   // A slice that contradicts its cause is refused.
   json bad = j;
@@ -266,7 +268,7 @@ TEST(TraceJson, NetworkSectionAndRequests) {
   r.requests = {req};
   const std::string table = RenderTraceTable(r);
   EXPECT_NE(table.find("network 3 flows, 0.40 s"), std::string::npos) << table;
-  EXPECT_NE(table.find("retransmits 2 · drops: tc_egress 5"), std::string::npos) << table;
+  EXPECT_NE(table.find("retransmits 2 (1 spurious) · drops: tc_egress 5"), std::string::npos) << table;
   EXPECT_NE(table.find("requests (1 with spans)"), std::string::npos) << table;
   EXPECT_NE(table.find("trace 4bf92f35…    200.0 ms  network.pod.queue 75%  (thread)"),
             std::string::npos)

@@ -496,6 +496,49 @@ TEST(NetSummary, UnionsPerFlowAndCauseWithShares) {
   EXPECT_TRUE(next.drops_by_reason.empty());
 }
 
+TEST(NetSummary, SpuriousRetransmissionsAreCountedNotBlamed) {
+  constexpr std::uint16_t kOldData = 77;
+  NetworkSummary summary;
+  summary.SetOldDataReason(kOldData);
+  summary.SetFlows({PodFlow()});
+  summary.Begin(0, 2 * kSec);
+  // A probe after 200 ms whose copy the receiver drops as old data 10 ms later: spurious.
+  summary.Add(Retrans(100 * kMs, 300 * kMs).Flow(kPodIp, 80, kPeerIp, 5555).Rec());
+  summary.Add(DropAt(310 * kMs)
+                  .Flow(kPeerIp, 5555, kPodIp, 80)
+                  .Device(5, "veth", "v", false)
+                  .Reason(kOldData)
+                  .Rec());
+  // A real loss: dropped on the veth, retransmitted 300 ms later; the old-data drop 1.5 s after it
+  // is out of the window and marks nothing.
+  summary.Add(
+      DropAt(400 * kMs).Flow(kPodIp, 80, kPeerIp, 5555).Device(5, "veth", "v", true).Reason(3).Rec());
+  summary.Add(Retrans(400 * kMs, 700 * kMs).Flow(kPodIp, 80, kPeerIp, 5555).Rec());
+  summary.Add(DropAt(1900 * kMs)
+                  .Flow(kPeerIp, 5555, kPodIp, 80)
+                  .Device(5, "veth", "v", false)
+                  .Reason(kOldData)
+                  .Rec());
+  NetSummaryResult r = summary.Summary();
+  EXPECT_EQ(r.retransmits, 2u);
+  EXPECT_EQ(r.retransmits_spurious, 1u);
+  ASSERT_EQ(r.rows.size(), 1u);
+  EXPECT_EQ(r.rows[0].name, "network.pod.protocol");
+  EXPECT_NEAR(r.rows[0].seconds, 0.3, 1e-9);  // only the real loss's wait
+
+  // An interval the evidence store already marked spurious counts the same way.
+  NetInterval marked =
+      MakeInterval(Retrans(100 * kMs, 300 * kMs).Flow(kPodIp, 80, kPeerIp, 5555).Rec(),
+                   ISO_SLICE_REMOTE);
+  marked.spurious = true;
+  summary.Begin(0, 2 * kSec);
+  summary.Add(PodFlow(), marked);
+  r = summary.Summary();
+  EXPECT_EQ(r.retransmits, 1u);
+  EXPECT_EQ(r.retransmits_spurious, 1u);
+  EXPECT_TRUE(r.rows.empty());
+}
+
 TEST(NetSummary, TakesIntervalsFromTheEvidenceStore) {
   NetEvidence store;
   store.Add(Rcvq(10 * kMs, 30 * kMs).Flow(kPodIp, 80, kPeerIp, 5555).Socket(1, 7, 7, false).Rec());
