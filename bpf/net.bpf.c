@@ -11,6 +11,8 @@
  *   DROP     kfree_skb with a drop reason
  *   DEVQ     net_dev_start_xmit on a virtio_net NIC -> consume_skb (TX
  *            completion: the driver took the buffer back from the device)
+ *   ZWND     tcp_probe: the peer announces a zero window -> announces one
+ *            again (the sender's stall)
  *
  * Per-packet fast path. The qdisc tracepoints fire only for devices with a
  * real qdisc (a noqueue veth or lo never enqueues): one map update keyed by
@@ -117,6 +119,14 @@ struct {
 /* struct sock address -> boot ns when the first not-yet-read data arrived
  * (tcp_probe). Closed by the socket read exit in http.bpf.c. */
 ISO_RCVQ_MAP;
+
+/* struct sock address -> boot ns when the peer announced a zero window. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u64);
+} zwnd SEC(".maps");
 
 /* Drops per kernel drop reason (enum skb_drop_reason; reasons >= 255 count in
  * slot 255). User space sums the CPUs (ContainerProbes::ReadDropReasons). */
@@ -515,48 +525,6 @@ static __always_inline void on_consume_skb(const struct sk_buff *skb, bool btf)
 	bpf_map_delete_elem(&skb_ts, &key);
 }
 
-/*
- * Data arriving on an established TCP socket whose receive queue is empty
- * (copied_seq == rcv_nxt before this segment is queued: tcp_probe fires at
- * the top of tcp_rcv_established) is the first unread data: remember when it
- * came. Data arriving behind unread data keeps the older time. The entry is
- * overwritten, not kept, when the queue was empty: an entry a read exit never
- * closed (a socket read by recvmsg/readv) does not outlive its data.
- */
-static __always_inline void on_tcp_probe(struct sock *sk, const struct sk_buff *skb, bool btf)
-{
-	__u64 key = (__u64)(unsigned long)sk;
-	__u64 now;
-	unsigned char *head;
-	__u16 th;
-	__u8 doff = 0;
-
-	if (!net_enabled)
-		return;
-	if (btf) {
-		struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-
-		if (!tp || tp->copied_seq != tp->rcv_nxt)
-			return;
-	} else {
-		const struct tcp_sock *tp = (const void *)sk;
-
-		if (BPF_CORE_READ(tp, copied_seq) != BPF_CORE_READ(tp, rcv_nxt))
-			return;
-	}
-	/* Data, not a bare ACK: the segment is longer than its TCP header
-	 * (skb->data is at the TCP header here). */
-	head = ISO_RD(btf, skb, head);
-	th = ISO_RD(btf, skb, transport_header);
-	if (bpf_probe_read_kernel(&doff, 1, head + th + 12))
-		return;
-	if (ISO_RD(btf, skb, len) <= (unsigned int)(doff >> 4) * 4)
-		return;
-	now = bpf_ktime_get_boot_ns();
-	if (bpf_map_update_elem(&rcvq, &key, &now, BPF_ANY))
-		iso_percpu_inc(&stats, ISO_STAT_NET_SOCK_FULL);
-}
-
 /* Socket fields of a socket record (RETRANS; http.bpf.c fills RCVQ the same
  * way). */
 static __always_inline void fill_sock(struct iso_rec_net *r, const struct sock *sk)
@@ -568,6 +536,104 @@ static __always_inline void fill_sock(struct iso_rec_net *r, const struct sock *
 	if (r->netns_ino && r->netns_ino == host_netns_ino)
 		r->flags |= ISO_NET_F_HOST_NETNS;
 }
+
+/*
+ * Zero window, seen by the sender: tcp_probe fires for every segment an
+ * established socket receives, before its ACK is processed, so tp->snd_wnd is
+ * still the window before this segment and the header's window field the one
+ * it announces. A segment announcing 0 opens a stall (kept if one is open); a
+ * segment announcing a window while snd_wnd is 0 ends it: the sender could not
+ * send for [start, now) because the peer's receive buffer was full. Segments
+ * with an open window and snd_wnd > 0 (nearly all) touch no map.
+ */
+static __always_inline void on_tcp_window(const struct sock *sk, __u16 window, __u32 snd_wnd)
+{
+	__u64 key = (__u64)(unsigned long)sk;
+	__u64 now, *start;
+	struct iso_rec_net *r;
+
+	if (window == 0) {
+		now = bpf_ktime_get_boot_ns();
+		if (bpf_map_update_elem(&zwnd, &key, &now, BPF_NOEXIST) &&
+		    !bpf_map_lookup_elem(&zwnd, &key))
+			iso_percpu_inc(&stats, ISO_STAT_NET_SOCK_FULL);
+		return;
+	}
+	if (snd_wnd != 0)
+		return;
+	start = bpf_map_lookup_elem(&zwnd, &key);
+	if (!start)
+		return;
+	now = bpf_ktime_get_boot_ns();
+	if (now > *start && now - *start >= net_min_ns && now - *start < ISO_NET_STALE_NS) {
+		r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+		if (!r) {
+			iso_percpu_inc(&stats, ISO_STAT_RB_RESERVE_FAILED);
+		} else {
+			__builtin_memset(r, 0, sizeof(*r));
+			fill_net_hdr(r, now);
+			r->start_ns = *start;
+			r->event = ISO_NET_EV_ZWND;
+			r->mech = ISO_NET_PROTOCOL;
+			fill_sock(r, sk);
+			bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+		}
+	}
+	bpf_map_delete_elem(&zwnd, &key);
+}
+
+/*
+ * Per received segment of an established socket: the zero-window stall
+ * (on_tcp_window), then the receive queue. Data arriving on a socket whose
+ * receive queue is empty (copied_seq == rcv_nxt before this segment is
+ * queued: tcp_probe fires at the top of tcp_rcv_established) is the first
+ * unread data: remember when it came. Data arriving behind unread data keeps
+ * the older time. The entry is overwritten, not kept, when the queue was
+ * empty: an entry a read exit never closed (a socket read by recvmsg/readv)
+ * does not outlive its data.
+ */
+static __always_inline void on_tcp_probe(struct sock *sk, const struct sk_buff *skb, bool btf)
+{
+	__u64 key = (__u64)(unsigned long)sk;
+	__u64 now;
+	unsigned char *head;
+	__u16 th;
+	__u8 hdr[4] = {}; /* TCP header bytes 12..15: data offset, flags, window */
+	__u32 copied, rcv_nxt, snd_wnd;
+
+	if (!net_enabled)
+		return;
+	if (btf) {
+		struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+
+		if (!tp)
+			return;
+		copied = tp->copied_seq;
+		rcv_nxt = tp->rcv_nxt;
+		snd_wnd = tp->snd_wnd;
+	} else {
+		const struct tcp_sock *tp = (const void *)sk;
+
+		copied = BPF_CORE_READ(tp, copied_seq);
+		rcv_nxt = BPF_CORE_READ(tp, rcv_nxt);
+		snd_wnd = BPF_CORE_READ(tp, snd_wnd);
+	}
+	/* skb->data is at the TCP header here. */
+	head = ISO_RD(btf, skb, head);
+	th = ISO_RD(btf, skb, transport_header);
+	if (bpf_probe_read_kernel(hdr, sizeof(hdr), head + th + 12))
+		return;
+	on_tcp_window(sk, ((__u16)hdr[2] << 8) | hdr[3], snd_wnd);
+	if (copied != rcv_nxt)
+		return;
+	/* Data, not a bare ACK: the segment is longer than its TCP header. */
+	if (ISO_RD(btf, skb, len) <= (unsigned int)(hdr[0] >> 4) * 4)
+		return;
+	now = bpf_ktime_get_boot_ns();
+	if (bpf_map_update_elem(&rcvq, &key, &now, BPF_ANY))
+		iso_percpu_inc(&stats, ISO_STAT_NET_SOCK_FULL);
+}
+
 
 /*
  * A retransmission, and the wait that preceded it: the flow has stalled since

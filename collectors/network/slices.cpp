@@ -11,7 +11,7 @@ constexpr std::array<std::string_view, ISO_SLICE_MAX> kSliceNames = {"sandbox", 
 constexpr std::array<std::string_view, ISO_NET_MECHANISM_MAX> kMechanismNames = {
     "queue", "scheduling", "protocol"};
 constexpr std::array<std::string_view, ISO_NET_EV_MAX> kEventNames = {
-    "none", "qdisc", "backlog", "rcvq", "retrans", "drop", "devq"};
+    "none", "qdisc", "backlog", "rcvq", "retrans", "drop", "devq", "zwnd"};
 
 bool HasDevice(const iso_rec_net& rec) {
   return rec.ifindex != 0 || rec.dev_kind[0] != '\0' || rec.dev_name[0] != '\0';
@@ -29,6 +29,7 @@ bool HostNetns(const iso_rec_net& rec) { return (rec.flags & ISO_NET_F_HOST_NETN
 std::uint32_t SliceOf(const iso_rec_net& rec) {
   if (rec.event == ISO_NET_EV_RETRANS) return ISO_SLICE_REMOTE;
   if (rec.event == ISO_NET_EV_DEVQ) return ISO_SLICE_VIRTIO;
+  if (rec.event == ISO_NET_EV_ZWND) return ISO_SLICE_REMOTE;
   if (HasDevice(rec) && (rec.flags & ISO_NET_F_SOCK) == 0) {
     if (IsVeth(rec)) return ISO_SLICE_POD;
     return HostNetns(rec) ? ISO_SLICE_NODE : ISO_SLICE_POD;
@@ -46,6 +47,7 @@ std::uint32_t MechanismOf(const iso_rec_net& rec) {
       return ISO_NET_SCHEDULING;
     case ISO_NET_EV_RETRANS:
     case ISO_NET_EV_DROP:
+    case ISO_NET_EV_ZWND:
       return ISO_NET_PROTOCOL;
     default:
       return rec.mech < ISO_NET_MECHANISM_MAX ? rec.mech : std::uint32_t{ISO_NET_PROTOCOL};

@@ -8,14 +8,16 @@
 //   socket events (RCVQ) and drops without a device:
 //     host netns (ISO_NET_F_HOST_NETNS)        -> node, else pod
 //   DEVQ (a paravirtual NIC's ring)            -> virtio
+//   ZWND (the peer's zero window)              -> remote: waiting on the peer's reader (when that
+//                                                 reader is on this node, its own RCVQ says why)
 //   RETRANS: the slice of the latest drop on the same flow before it on this node, within a window
 //            (RetransAttributor), else remote. SliceOf alone returns remote.
 //
 // A qdisc on the virtio NIC is still the node's (the node's kernel queues there); only the wait in
 // the device's own ring, for the host to take the packet, is the virtio slice.
 //
-// The mechanism is fixed by the event: QDISC/RCVQ/DEVQ queue, BACKLOG scheduling, RETRANS/DROP
-// protocol.
+// The mechanism is fixed by the event: QDISC/RCVQ/DEVQ queue, BACKLOG scheduling,
+// RETRANS/DROP/ZWND protocol.
 #pragma once
 
 #include <cstddef>

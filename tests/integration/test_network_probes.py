@@ -9,6 +9,10 @@ qdisc. While `isoscope record` runs:
     record of >= 250 ms carrying the reading thread's tid and the netns's inode;
   - a receiver reads 100 of 2000 bytes after 300 ms and the rest 300 ms later: two RCVQ
     records (100 and 1900 bytes), the second starting at the first read;
+  - a receiver with a 2 KB buffer reads only after 1 s: a ZWND record on the sender's socket
+    (the peer's zero window) of most of that second;
+  - a listener that never accepts (backlog 0): the later connections' SYNs are dropped and
+    retransmitted after the initial 1 s RTO: RETRANS records with a ~1 s wait (reason timeout);
   - a client sends an HTTP request with a traceparent header: an outbound TRACEPARENT record
     (ISO_TP_F_OUTBOUND) whose parent_span_id is the header's parent-id.
 The scenario runs twice: with the preferred tp_btf programs and with --no-tp-btf (the raw_tp
@@ -41,7 +45,7 @@ HDR = struct.Struct("<HHHHIIQQQ")  # struct iso_rec_hdr, 40 bytes
 NET = struct.Struct("<QQ16s16sHHHBBIIIHH8s16s")  # struct iso_rec_net after the header
 TP = struct.Struct("<16s8sQ16s16sHHHBBII")  # struct iso_rec_traceparent after the header
 REC_TRACEPARENT, REC_NET = 4, 5
-EV_QDISC, EV_BACKLOG, EV_RCVQ, EV_DEVQ = 1, 2, 3, 6
+EV_QDISC, EV_BACKLOG, EV_RCVQ, EV_RETRANS, EV_DEVQ, EV_ZWND = 1, 2, 3, 4, 6, 7
 NET_F_HOST_NETNS, NET_F_SOCK, NET_F_TASK = 1, 2, 4
 TP_F_OUTBOUND = 4
 
@@ -92,13 +96,20 @@ RECEIVER = textwrap.dedent(
     mode = sys.argv[1]
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if mode == "zwnd":  # a tiny receive buffer, inherited by the accepted socket
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
     srv.bind(("0.0.0.0", 0))
-    srv.listen(4)
+    srv.listen(0 if mode == "full" else 4)
     print("ready", srv.getsockname()[1], threading.get_native_id(), flush=True)
+    if mode == "full":  # never accepts: a full accept queue drops further SYNs
+        time.sleep(3)
+        sys.exit(0)
     conn, _ = srv.accept()
     total = 0
     if mode in ("slow", "partial"):
         time.sleep(0.3)
+    if mode == "zwnd":
+        time.sleep(1.0)
     if mode == "partial":
         total += len(conn.recv(100))
         time.sleep(0.3)
@@ -107,7 +118,7 @@ RECEIVER = textwrap.dedent(
         if not data:
             break
         total += len(data)
-        if mode != "bulk":
+        if mode not in ("bulk", "zwnd") or (mode == "zwnd" and total >= 32000):
             break
     if mode == "http":
         conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 0\\r\\n\\r\\n")
@@ -228,6 +239,38 @@ class NetworkProbes(unittest.TestCase):
         c.close()
         h.log(f"partial receiver tid {partial_tid}: {partial.stdout.read().strip()}")
 
+        # 2c. Zero window: the receiver's 2 KB buffer fills and it reads only after 1 s.
+        zw, zw_port, _ = start_receiver("zwnd")
+        cls.procs.append(zw)
+        # A small send buffer keeps sendall() blocked on the window, and the socket stays
+        # established until the reader has it all (tcp_probe sees established sockets only).
+        c = socket.socket()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        c.settimeout(20)
+        c.connect((NS_IP, zw_port))
+        cls.zwnd_port = c.getsockname()[1]
+        c.sendall(b"z" * 32_000)
+        zw.wait(timeout=30)
+        c.close()
+        h.log(f"zero-window receiver: {zw.stdout.read().strip()}")
+
+        # 2d. SYN retries: a listener with a full accept queue drops the SYNs of later
+        # connections; they are retransmitted after the initial RTO (1 s).
+        full, full_port, _ = start_receiver("full")
+        cls.procs.append(full)
+        cls.full_port = full_port
+        syn = []
+        for _ in range(3):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex((NS_IP, full_port))
+            syn.append(s)
+            time.sleep(0.05)
+        time.sleep(1.6)
+        for s in syn:
+            s.close()
+        full.wait(timeout=30)
+
         # 3. Outbound request with a traceparent header (send -> sendto).
         server, http_port, _ = start_receiver("http")
         cls.procs.append(server)
@@ -298,6 +341,32 @@ class NetworkProbes(unittest.TestCase):
         self.assertGreaterEqual((second["ts"] - second["start"]) / 1e6, 250.0)
         self.assertGreaterEqual(second["start"], first["ts"] - 1_000_000)
         self.assertLess((second["ts"] - second["start"]) / 1e6, 2000.0)
+
+    def test_zero_window_stall(self):
+        zw = [n for n in self.nets if n["event"] == EV_ZWND and n["sport"] == self.zwnd_port]
+        h.log("ZWND sender: " + ", ".join(f"{(n['ts'] - n['start']) / 1e6:.1f} ms" for n in zw))
+        self.assertTrue(zw, f"no ZWND record for the sender (port {self.zwnd_port})")
+        longest = max((n["ts"] - n["start"]) / 1e6 for n in zw)
+        # The window closes once 2-4 KB are in flight and opens when the reader wakes at 1 s.
+        self.assertGreaterEqual(longest, 600.0)
+        self.assertLess(longest, 1500.0)
+        for n in zw:
+            self.assertEqual(n["mech"], 2)  # protocol
+            self.assertEqual(n["flags"] & (NET_F_SOCK | NET_F_HOST_NETNS), NET_F_SOCK | NET_F_HOST_NETNS)
+            self.assertEqual(socket.inet_ntoa(n["daddr"][:4]), NS_IP)
+
+    def test_syn_retransmission(self):
+        syn = [n for n in self.nets if n["event"] == EV_RETRANS and n["dport"] == self.full_port]
+        waits = sorted((n["ts"] - n["start"]) / 1e6 for n in syn)
+        h.log(f"SYN retransmissions to the full listener: {[round(w, 1) for w in waits]} ms")
+        self.assertTrue(syn, "no RETRANS record for the dropped SYNs")
+        # Each waited out the initial RTO (1 s) before going again.
+        for w in waits:
+            self.assertGreaterEqual(w, 800.0)
+            self.assertLess(w, 1500.0)
+        for n in syn:
+            self.assertEqual(n["reason"], 1)  # the timer fired
+            self.assertEqual(socket.inet_ntoa(n["daddr"][:4]), NS_IP)
 
     def test_outbound_traceparent(self):
         out = [t for t in self.tps if t["flags"] & TP_F_OUTBOUND and t["trace_id"] == TRACE_ID]

@@ -160,6 +160,11 @@ TEST(Slice, CausesAndNames) {
                             .Rec();
   EXPECT_EQ(abi::CauseName(CauseOf(d, SliceOf(d))), "network.virtio.queue");
   EXPECT_EQ(EventName(ISO_NET_EV_DEVQ), "devq");
+  const iso_rec_net z = NetBuilder(ISO_NET_EV_ZWND, ISO_NET_QUEUE, 0, 1)
+                            .Socket(0x1000, 0, 0, false)
+                            .Rec();
+  EXPECT_EQ(abi::CauseName(CauseOf(z, SliceOf(z))), "network.remote.protocol");
+  EXPECT_EQ(EventName(ISO_NET_EV_ZWND), "zwnd");
   for (std::uint32_t s = 0; s < ISO_SLICE_MAX; ++s) {
     for (std::uint32_t m = 0; m < ISO_NET_MECHANISM_MAX; ++m) {
       const abi::Cause c = abi::NetworkCause(s, m);

@@ -23,7 +23,7 @@
 #endif
 
 #define ISO_ABI_VERSION 4u /* 2: ISO_REC_TRACEPARENT layout; 3: ISO_REC_NET, outbound traceparent;
-                            4: ISO_NET_EV_DEVQ */
+                            4: ISO_NET_EV_DEVQ, ISO_NET_EV_ZWND */
 
 /* Record kinds. */
 enum iso_rec_kind {
@@ -189,7 +189,11 @@ enum iso_net_event {
 	 * device's virtqueue, i.e. for the host (vhost, the VMM) to send it,
 	 * plus the completion interrupt. mech queue; slice virtio. */
 	ISO_NET_EV_DEVQ = 6,
-	ISO_NET_EV_MAX = 7,
+	/* socket: the peer announced a zero receive window; [start_ns, ts) until
+	 * it announced an open one: the sender could not send (flow control).
+	 * mech protocol; slice remote (waiting on the peer's reader). */
+	ISO_NET_EV_ZWND = 7,
+	ISO_NET_EV_MAX = 8,
 };
 
 #define ISO_NET_RETRANS_TIMEOUT 1u /* the retransmission timer fired (RTO, TLP) */

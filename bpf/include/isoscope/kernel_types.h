@@ -161,6 +161,7 @@ struct tcp_sock {
 	__u32 rcv_nxt;    /* next sequence number expected */
 	__u32 copied_seq; /* head of yet unread data */
 	__u32 packets_out; /* segments in flight */
+	__u32 snd_wnd;     /* the window the peer announced last (scaled) */
 };
 
 struct rtnl_link_ops {
