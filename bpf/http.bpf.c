@@ -323,24 +323,31 @@ static __always_inline int on_exit(__s64 ret)
 	fd = (__u32)regs->di; /* a BTF pointer: direct loads */
 	buf = regs->si;
 	sk = fd_sock(task, fd);
-	if (!sk)
+	/* TCP only: receive-queue waits are timed on TCP sockets, and HTTP/1.x
+	 * runs over TCP. A UDP datagram read stops here. */
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != ISO_IPPROTO_TCP)
 		return 0;
 	key = (__u64)(unsigned long)sk;
 	rcvq_close(sk, key, ret, id, task);
 
+	/* A read that continues no request head and does not start one (most
+	 * reads: bodies, bulk data) is decided by four bytes, before the 1 KiB
+	 * copy. */
+	reads = bpf_map_lookup_elem(&http_heads, &key);
+	if (reads) {
+		read_index = *reads;
+	} else {
+		char m[4];
+
+		if (ret < 4 || bpf_probe_read_user(m, sizeof(m), (void *)buf) || !is_method(m))
+			return 0;
+	}
 	s = bpf_map_lookup_elem(&http_scratch, &zero);
 	if (!s)
 		return 0;
 	n = load_user(s, buf, ret);
 	if (!n)
 		return 0;
-
-	reads = bpf_map_lookup_elem(&http_heads, &key);
-	if (reads) {
-		read_index = *reads;
-	} else if (n < 4 || !is_method(s->buf)) {
-		return 0;
-	}
 	iso_percpu_inc(&stats, ISO_STAT_HTTP_HEADS);
 
 	{
@@ -385,7 +392,7 @@ static __always_inline int on_write(__s64 ret, __u32 fd, __u64 buf, __s64 len)
 	}
 	task = bpf_get_current_task_btf();
 	sk = fd_sock(task, fd);
-	if (!sk)
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != ISO_IPPROTO_TCP)
 		return 0;
 	s = bpf_map_lookup_elem(&http_scratch, &zero);
 	if (!s)

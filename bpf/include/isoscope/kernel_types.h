@@ -143,6 +143,7 @@ struct sock_common {
 
 struct sock {
 	struct sock_common __sk_common;
+	__u16 sk_protocol; /* a plain u16 since v5.6 (a bitfield before; isoscope needs v5.8+) */
 };
 
 struct socket {
