@@ -69,6 +69,12 @@ const volatile __u32 paravirt_ifindex[ISO_NET_PARAVIRT_DEVS] = {};
  * drop_reasons. */
 #define ISO_NET_DROP_RECS_PER_SEC 1000
 #define ISO_NET_DROP_REASONS 256
+/* IPv6 extension headers walked to find the ports, and their numbers. */
+#define ISO_NET_IPV6_EXT 4
+#define ISO_IPV6_HOPOPTS 0
+#define ISO_IPV6_ROUTING 43
+#define ISO_IPV6_FRAGMENT 44
+#define ISO_IPV6_DSTOPTS 60
 
 extern ISO_EVENTS_MAP;
 extern ISO_STATS_MAP;
@@ -279,8 +285,9 @@ static __always_inline void fill_dev(struct iso_rec_net *r, const struct net_dev
 
 /*
  * Addresses and ports from the packet's own headers (a forwarded skb has no
- * socket): IPv4 (options skipped by ihl) or IPv6 (fixed header; extension
- * headers are not walked), then TCP/UDP ports unless an IPv4 fragment.
+ * socket): IPv4 (options skipped by ihl) or IPv6 (fixed header, then up to
+ * ISO_NET_IPV6_EXT extension headers), then TCP/UDP ports unless a later
+ * fragment.
  * Returns the L4 protocol, 0 when the packet is not IP.
  */
 static __always_inline __u8 parse_pkt(struct iso_rec_net *r, const struct sk_buff *skb)
@@ -320,6 +327,29 @@ static __always_inline __u8 parse_pkt(struct iso_rec_net *r, const struct sk_buf
 		__builtin_memcpy(r->daddr, &ip6h[24], 16);
 		l4proto = ip6h[6];
 		l4 = l3 + 40;
+		/* Extension headers before the transport header, at most
+		 * ISO_NET_IPV6_EXT: hop-by-hop, routing and destination options
+		 * ((len + 1) * 8 bytes), fragment (8 bytes; a later fragment has no
+		 * ports). */
+#pragma unroll
+		for (int i = 0; i < ISO_NET_IPV6_EXT; i++) {
+			__u8 ext[4];
+
+			if (l4proto != ISO_IPV6_HOPOPTS && l4proto != ISO_IPV6_ROUTING &&
+			    l4proto != ISO_IPV6_FRAGMENT && l4proto != ISO_IPV6_DSTOPTS)
+				break;
+			if (bpf_probe_read_kernel(ext, sizeof(ext), l4))
+				return 0;
+			if (l4proto == ISO_IPV6_FRAGMENT) {
+				l4proto = ext[0];
+				if ((((__u16)ext[2] << 8) | ext[3]) & 0xfff8)
+					return l4proto;
+				l4 += 8;
+			} else {
+				l4proto = ext[0];
+				l4 += ((__u32)ext[1] + 1) * 8;
+			}
+		}
 	} else {
 		return 0;
 	}

@@ -11,6 +11,8 @@ qdisc. While `isoscope record` runs:
     records (100 and 1900 bytes), the second starting at the first read;
   - a receiver with a 2 KB buffer reads only after 1 s: a ZWND record on the sender's socket
     (the peer's zero window) of most of that second;
+  - a burst of IPv6 UDP datagrams with a hop-by-hop extension header queues in the tbf: QDISC
+    records carry the ports from the UDP header behind that extension header;
   - a listener that never accepts (backlog 0): the later connections' SYNs are dropped and
     retransmitted after the initial 1 s RTO: RETRANS records with a ~1 s wait (reason timeout);
   - a client sends an HTTP request with a traceparent header: an outbound TRACEPARENT record
@@ -59,6 +61,8 @@ VETH_NS = f"ison{TAG}"
 SUBNET = 10 + os.getpid() % 200
 HOST_IP = f"10.213.{SUBNET}.1"
 NS_IP = f"10.213.{SUBNET}.2"
+HOST_IP6 = f"fd00:213:{SUBNET:x}::1"
+NS_IP6 = f"fd00:213:{SUBNET:x}::2"
 
 
 def sh(*cmd, check=True):
@@ -73,11 +77,14 @@ def setup_net():
     sh("ip", "link", "add", VETH_HOST, "type", "veth", "peer", "name", VETH_NS)
     sh("ip", "link", "set", VETH_NS, "netns", NETNS)
     sh("ip", "addr", "add", f"{HOST_IP}/24", "dev", VETH_HOST)
+    sh("ip", "-6", "addr", "add", f"{HOST_IP6}/64", "dev", VETH_HOST, "nodad")
     # One MSS per skb: tbf splits a GSO skb larger than its burst into new skbs, which would not
     # be the skb that entered the queue.
     sh("ip", "link", "set", "dev", VETH_HOST, "gso_max_segs", "1", check=False)
     sh("ip", "link", "set", VETH_HOST, "up")
     sh("ip", "netns", "exec", NETNS, "ip", "addr", "add", f"{NS_IP}/24", "dev", VETH_NS)
+    sh("ip", "netns", "exec", NETNS, "ip", "-6", "addr", "add", f"{NS_IP6}/64", "dev", VETH_NS,
+       "nodad")
     sh("ip", "netns", "exec", NETNS, "ip", "link", "set", VETH_NS, "up")
     sh("ip", "netns", "exec", NETNS, "ip", "link", "set", "lo", "up")
     sh("tc", "qdisc", "add", "dev", VETH_HOST, "root", "tbf", "rate", "1mbit", "burst", "4kb",
@@ -199,6 +206,25 @@ class NetworkProbes(unittest.TestCase):
         h.log(f"{len(cls.nets)} network records, {len(cls.tps)} traceparent records")
 
     @classmethod
+    def exchange(cls, mode, payload, sndbuf=0, shutdown=False):
+        """Starts a receiver in `mode`, sends `payload` to it over a new connection and waits for
+        the receiver to finish. Returns (the receiver's tid, the client's local port)."""
+        proc, port, tid = start_receiver(mode)
+        cls.procs.append(proc)
+        with socket.socket() as c:
+            if sndbuf:
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+            c.settimeout(20)
+            c.connect((NS_IP, port))
+            client_port = c.getsockname()[1]
+            c.sendall(payload)
+            if shutdown:
+                c.shutdown(socket.SHUT_WR)
+            proc.wait(timeout=30)
+        h.log(f"{mode} receiver tid {tid}: {proc.stdout.read().strip()}")
+        return tid, client_port
+
+    @classmethod
     def run_scenario(cls):
         rec = subprocess.Popen(
             [str(h.BIN), "record", "-o", cls.recording, "--duration", "40", "--interval", "0.5",
@@ -210,51 +236,27 @@ class NetworkProbes(unittest.TestCase):
             raise AssertionError(f"isoscope record exited early: {rec.stderr.read()}")
 
         # 1. Bulk: a few hundred KB through the 1 mbit qdisc.
-        bulk, bulk_port, _ = start_receiver("bulk")
-        cls.procs.append(bulk)
-        c = socket.create_connection((NS_IP, bulk_port), timeout=20)
-        c.sendall(b"x" * 200_000)
-        c.shutdown(socket.SHUT_WR)
-        bulk.wait(timeout=30)
-        c.close()
-        h.log(f"bulk receiver: {bulk.stdout.read().strip()}")
-
+        cls.exchange("bulk", b"x" * 200_000, shutdown=True)
         # 2. Slow reader: the data waits 300 ms in its receive queue.
-        slow, slow_port, slow_tid = start_receiver("slow")
-        cls.procs.append(slow)
-        cls.slow_tid = slow_tid
-        c = socket.create_connection((NS_IP, slow_port), timeout=20)
-        c.sendall(b"y" * 200)
-        slow.wait(timeout=30)
-        c.close()
-        h.log(f"slow receiver tid {slow_tid}: {slow.stdout.read().strip()}")
-
+        cls.slow_tid, _ = cls.exchange("slow", b"y" * 200)
         # 2b. Partial read: 100 of 2000 bytes after 300 ms, the rest 300 ms later.
-        partial, partial_port, partial_tid = start_receiver("partial")
-        cls.procs.append(partial)
-        cls.partial_tid = partial_tid
-        c = socket.create_connection((NS_IP, partial_port), timeout=20)
-        c.sendall(b"p" * 2000)
-        partial.wait(timeout=30)
-        c.close()
-        h.log(f"partial receiver tid {partial_tid}: {partial.stdout.read().strip()}")
+        cls.partial_tid, _ = cls.exchange("partial", b"p" * 2000)
+        # 2c. Zero window: the receiver's 2 KB buffer fills and it reads only after 1 s. A small
+        # send buffer keeps sendall() blocked on the window, and the socket stays established
+        # until the reader has it all (tcp_probe sees established sockets only).
+        _, cls.zwnd_port = cls.exchange("zwnd", b"z" * 32_000, sndbuf=4096)
 
-        # 2c. Zero window: the receiver's 2 KB buffer fills and it reads only after 1 s.
-        zw, zw_port, _ = start_receiver("zwnd")
-        cls.procs.append(zw)
-        # A small send buffer keeps sendall() blocked on the window, and the socket stays
-        # established until the reader has it all (tcp_probe sees established sockets only).
-        c = socket.socket()
-        c.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
-        c.settimeout(20)
-        c.connect((NS_IP, zw_port))
-        cls.zwnd_port = c.getsockname()[1]
-        c.sendall(b"z" * 32_000)
-        zw.wait(timeout=30)
-        c.close()
-        h.log(f"zero-window receiver: {zw.stdout.read().strip()}")
+        # 2d. IPv6 with a hop-by-hop extension header (8 bytes: PadN), a burst that queues in
+        # the tbf: the ports come from the UDP header behind the extension header.
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as u:
+            u.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_HOPOPTS, bytes([0, 0, 1, 4, 0, 0, 0, 0]))
+            u.bind((HOST_IP6, 0))
+            cls.ipv6_port = u.getsockname()[1]
+            for _ in range(40):
+                u.sendto(b"6" * 1000, (NS_IP6, 9))
+        time.sleep(0.5)
 
-        # 2d. SYN retries: a listener with a full accept queue drops the SYNs of later
+        # 2e. SYN retries: a listener with a full accept queue drops the SYNs of later
         # connections; they are retransmitted after the initial RTO (1 s).
         full, full_port, _ = start_receiver("full")
         cls.procs.append(full)
@@ -354,6 +356,16 @@ class NetworkProbes(unittest.TestCase):
             self.assertEqual(n["mech"], 2)  # protocol
             self.assertEqual(n["flags"] & (NET_F_SOCK | NET_F_HOST_NETNS), NET_F_SOCK | NET_F_HOST_NETNS)
             self.assertEqual(socket.inet_ntoa(n["daddr"][:4]), NS_IP)
+
+    def test_ipv6_extension_header_walked(self):
+        six = [n for n in self.nets if n["event"] == EV_QDISC and n["family"] == socket.AF_INET6
+               and n["dev"] == VETH_HOST and n["saddr"] == socket.inet_pton(socket.AF_INET6, HOST_IP6)
+               and n["daddr"] == socket.inet_pton(socket.AF_INET6, NS_IP6)]
+        h.log(f"IPv6 QDISC records: {len(six)}, ports {sorted({(n['sport'], n['dport']) for n in six})}")
+        # 40 KB through 1 mbit: most of the burst waits well over a millisecond.
+        self.assertGreaterEqual(len(six), 10)
+        for n in six:
+            self.assertEqual((n["sport"], n["dport"]), (self.ipv6_port, 9))
 
     def test_syn_retransmission(self):
         syn = [n for n in self.nets if n["event"] == EV_RETRANS and n["dport"] == self.full_port]

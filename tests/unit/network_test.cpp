@@ -507,23 +507,19 @@ TEST(NetSummary, SpuriousRetransmissionsAreCountedNotBlamed) {
   summary.SetOldDataReason(kOldData);
   summary.SetFlows({PodFlow()});
   summary.Begin(0, 2 * kSec);
+  // The receiver's drop of a copy it already had, in the pod's netns.
+  auto old_data = [](std::uint64_t at) {
+    return DropAt(at).Flow(kPeerIp, 5555, kPodIp, 80).Device(5, "veth", "v", false).Reason(kOldData).Rec();
+  };
   // A probe after 200 ms whose copy the receiver drops as old data 10 ms later: spurious.
   summary.Add(Retrans(100 * kMs, 300 * kMs).Flow(kPodIp, 80, kPeerIp, 5555).Rec());
-  summary.Add(DropAt(310 * kMs)
-                  .Flow(kPeerIp, 5555, kPodIp, 80)
-                  .Device(5, "veth", "v", false)
-                  .Reason(kOldData)
-                  .Rec());
+  summary.Add(old_data(310 * kMs));
   // A real loss: dropped on the veth, retransmitted 300 ms later; the old-data drop 1.5 s after it
   // is out of the window and marks nothing.
   summary.Add(
       DropAt(400 * kMs).Flow(kPodIp, 80, kPeerIp, 5555).Device(5, "veth", "v", true).Reason(3).Rec());
   summary.Add(Retrans(400 * kMs, 700 * kMs).Flow(kPodIp, 80, kPeerIp, 5555).Rec());
-  summary.Add(DropAt(1900 * kMs)
-                  .Flow(kPeerIp, 5555, kPodIp, 80)
-                  .Device(5, "veth", "v", false)
-                  .Reason(kOldData)
-                  .Rec());
+  summary.Add(old_data(1900 * kMs));
   NetSummaryResult r = summary.Summary();
   EXPECT_EQ(r.retransmits, 2u);
   EXPECT_EQ(r.retransmits_spurious, 1u);
