@@ -209,6 +209,7 @@ int RunDoctor(const DoctorOptions& o) {
     n.causes.push_back(cause("network.*.queue (receive queue)", rcvq, "needs tcp_probe + a socket read exit"));
     n.causes.push_back(cause("network.*.protocol (retransmit)", attached("tcp_retransmit_skb"), "needs tcp_retransmit_skb"));
     n.causes.push_back(cause("network.*.protocol (drops)", attached("kfree_skb"), "needs kfree_skb with a drop reason (v5.17+)"));
+    n.causes.push_back(cause("network.remote.protocol (zero window)", attached("tcp_probe"), "needs tcp_probe"));
     {
       const bool virtio = attached("consume_skb") && attached("net_dev_start_xmit");
       std::string why = "needs net_dev_start_xmit + consume_skb";
