@@ -65,10 +65,11 @@ Result<isoscope_bpf*> TryLoad(const LoadOptions& o, std::vector<ProgramState>& p
   skel->rodata->net_min_ns = o.stream_min_ns;
   skel->rodata->host_netns_ino = o.host_netns_ino ? o.host_netns_ino : SelfNetnsInode();
   skel->rodata->kernel_hz = o.kernel_hz ? o.kernel_hz : KernelConfigHz();
+  static_assert(sizeof(skel->rodata->paravirt_ifindex) ==
+                kMaxParavirtNics * sizeof(skel->rodata->paravirt_ifindex[0]));
   if (o.paravirt_ifindex) {
     const auto& nics = *o.paravirt_ifindex;
-    const std::size_t slots = std::size(skel->rodata->paravirt_ifindex);
-    for (std::size_t i = 0; i < nics.size() && i < slots; ++i) {
+    for (std::size_t i = 0; i < nics.size() && i < kMaxParavirtNics; ++i) {
       skel->rodata->paravirt_ifindex[i] = nics[i];
     }
   }
