@@ -418,18 +418,19 @@ static __always_inline void on_start_xmit(const struct sk_buff *skb, const struc
 			bpf_map_delete_elem(&skb_ts, &key);
 		}
 	}
-	if (dev_is_paravirt(dev, btf)) {
-		/* Into the device's ring: timed until the driver completes it
-		 * (on_consume_skb). */
-		struct skb_stage nv = {.ts = now ? now : bpf_ktime_get_boot_ns(),
-				       .stage = ISO_SKB_STAGE_DEVQ};
+	/* veth first: the common device of a Kubernetes node, never paravirtual. */
+	if (!dev_is_veth(dev, btf)) {
+		if (dev_is_paravirt(dev, btf)) {
+			/* Into the device's ring: timed until the driver
+			 * completes it (on_consume_skb). */
+			struct skb_stage nv = {.ts = now ? now : bpf_ktime_get_boot_ns(),
+					       .stage = ISO_SKB_STAGE_DEVQ};
 
-		if (bpf_map_update_elem(&skb_ts, &key, &nv, BPF_ANY))
-			iso_percpu_inc(&stats, ISO_STAT_NET_SKB_FULL);
+			if (bpf_map_update_elem(&skb_ts, &key, &nv, BPF_ANY))
+				iso_percpu_inc(&stats, ISO_STAT_NET_SKB_FULL);
+		}
 		return;
 	}
-	if (!dev_is_veth(dev, btf))
-		return;
 	/* The peer receives this very skb in this CPU's softirq: time that wait. */
 	{
 		__u32 zero = 0, i;
