@@ -1,11 +1,10 @@
 // isoscope doctor: what works on this kernel, and why not where it does not.
 
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <map>
-
-#include <algorithm>
-#include <cstring>
 #include <string>
 #include <vector>
 
@@ -197,25 +196,30 @@ int RunDoctor(const DoctorOptions& o) {
     n.available = on > 0;
     for (std::size_t i = 0; i < off.size(); ++i) n.reason += (i ? "; " : "") + off[i];
     if (!probes) n.reason = probes.error().message;
-    const bool qdisc = attached("qdisc_enqueue") && attached("qdisc_dequeue") &&
-                       attached("net_dev_start_xmit");
+    const bool qdisc =
+        attached("qdisc_enqueue") && attached("qdisc_dequeue") && attached("net_dev_start_xmit");
     const bool backlog = qdisc && attached("netif_receive_skb");
     const bool rcvq = attached("tcp_probe") && (attached("sys_exit_read") || attached("sys_exit_recvfrom"));
     auto cause = [](const char* name, bool ok, const char* needs) {
       return nlohmann::json{{"cause", name}, {"available", ok}, {"reason", ok ? "" : needs}};
     };
-    n.causes.push_back(cause("network.*.queue (qdisc)", qdisc, "needs qdisc_enqueue (or net_dev_queue) + qdisc_dequeue + net_dev_start_xmit"));
+    n.causes.push_back(
+        cause("network.*.queue (qdisc)", qdisc,
+              "needs qdisc_enqueue (or net_dev_queue) + qdisc_dequeue + net_dev_start_xmit"));
     n.causes.push_back(cause("network.*.scheduling (veth backlog)", backlog, "needs the qdisc pair + netif_receive_skb"));
     n.causes.push_back(cause("network.*.queue (receive queue)", rcvq, "needs tcp_probe + a socket read exit"));
     n.causes.push_back(cause("network.*.protocol (retransmit)", attached("tcp_retransmit_skb"), "needs tcp_retransmit_skb"));
     n.causes.push_back(cause("network.*.protocol (drops)", attached("kfree_skb"), "needs kfree_skb with a drop reason (v5.17+)"));
-    n.causes.push_back(cause("network.remote.protocol (zero window)", attached("tcp_probe"), "needs tcp_probe"));
+    n.causes.push_back(
+        cause("network.remote.protocol (zero window)", attached("tcp_probe"), "needs tcp_probe"));
     {
       const bool virtio = attached("consume_skb") && attached("net_dev_start_xmit");
       std::string why = "needs net_dev_start_xmit + consume_skb";
-      if (probes && (*probes)->paravirt_ifindex().empty()) why = "no virtio-net NIC in the host netns";
-      n.causes.push_back(
-          {{"cause", "network.virtio.queue (device ring)"}, {"available", virtio}, {"reason", virtio ? "" : why}});
+      if (probes && (*probes)->paravirt_ifindex().empty())
+        why = "no virtio-net NIC in the host netns";
+      n.causes.push_back({{"cause", "network.virtio.queue (device ring)"},
+                          {"available", virtio},
+                          {"reason", virtio ? "" : why}});
     }
     layers.push_back(n);
   }
@@ -266,12 +270,13 @@ int RunDoctor(const DoctorOptions& o) {
     std::cout << "  devices\n";
     for (const auto& d : net["devices"]) {
       const std::string device_slice = d["device_slice"].get<std::string>();
-      std::printf("    %-16s ifindex %-5d kind %-8s driver %-12s qdisc slice %s%s\n",
-                  d["name"].get<std::string>().c_str(), d["ifindex"].get<int>(),
-                  d["kind"].get<std::string>().empty() ? "-" : d["kind"].get<std::string>().c_str(),
-                  d["driver"].get<std::string>().empty() ? "-" : d["driver"].get<std::string>().c_str(),
-                  d["qdisc_slice"].get<std::string>().c_str(),
-                  device_slice.empty() ? "" : (", device ring slice " + device_slice).c_str());
+      std::printf(
+          "    %-16s ifindex %-5d kind %-8s driver %-12s qdisc slice %s%s\n",
+          d["name"].get<std::string>().c_str(), d["ifindex"].get<int>(),
+          d["kind"].get<std::string>().empty() ? "-" : d["kind"].get<std::string>().c_str(),
+          d["driver"].get<std::string>().empty() ? "-" : d["driver"].get<std::string>().c_str(),
+          d["qdisc_slice"].get<std::string>().c_str(),
+          device_slice.empty() ? "" : (", device ring slice " + device_slice).c_str());
     }
     const auto& tc = net["tc"];
     std::printf("  tc clsact + cls_bpf: %s %s\n",

@@ -3,15 +3,13 @@
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <unistd.h>
-
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <set>
-
-#include <algorithm>
-#include <cctype>
 
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
@@ -19,8 +17,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "net_devices.hpp"
 #include "isoscope.skel.h"
+#include "net_devices.hpp"
 
 namespace isoscope {
 namespace {

@@ -2,7 +2,6 @@
 
 #include <dirent.h>
 #include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <charconv>

@@ -12,7 +12,7 @@ namespace isoscope {
 struct HostNic {
   std::string name;
   std::uint32_t ifindex = 0;
-  std::string driver;  // basename of device/driver ("virtio_net", "e1000"); "" for virtual devices
+  std::string driver;   // basename of device/driver ("virtio_net", "e1000"); "" for virtual devices
   bool bridge = false;  // has a bridge/ directory
 };
 

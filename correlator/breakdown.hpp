@@ -68,7 +68,7 @@ struct NetworkSection {
   std::vector<NetworkRow> rows;  // by seconds, largest first
   double total_seconds = 0;
   std::uint64_t retransmits = 0;
-  std::uint64_t retransmits_spurious = 0;  // of retransmits: the receiver already had the data
+  std::uint64_t retransmits_spurious = 0;      // of retransmits: the receiver already had the data
   std::map<std::string, std::uint64_t> drops;  // by kernel drop reason name
 };
 

@@ -61,7 +61,8 @@ void NetworkSummary::Add(const FlowKey& flow, const NetInterval& interval) {
     if (interval.end_ns < start_ns_ || interval.end_ns >= end_ns_) return;
     ++matched_;
     ++drops_[interval.reason];
-    if (old_data_reason_ != 0 && interval.reason == old_data_reason_) MarkSpurious(flow, interval.end_ns);
+    if (old_data_reason_ != 0 && interval.reason == old_data_reason_)
+      MarkSpurious(flow, interval.end_ns);
     return;
   }
   // A retransmission counts once, in the interval where it happened (its end).
@@ -78,17 +79,20 @@ void NetworkSummary::Add(const FlowKey& flow, const NetInterval& interval) {
   ++matched_;
   auto& ranges = ranges_[{flow, interval.cause}];
   ranges.emplace_back(start, end);
-  if (is_retrans) last_retrans_[flow] = {interval.end_ns, interval.cause, ranges.size() - 1, retransmit, false};
+  if (is_retrans)
+    last_retrans_[flow] = {interval.end_ns, interval.cause, ranges.size() - 1, retransmit, false};
 }
 
 void NetworkSummary::MarkSpurious(const FlowKey& flow, std::uint64_t drop_ns) {
   auto it = last_retrans_.find(flow);
   if (it == last_retrans_.end()) return;
   LastRetrans& r = it->second;
-  if (r.spurious || drop_ns < r.end_ns || drop_ns - r.end_ns > NetEvidence::kSpuriousWindowNs) return;
+  if (r.spurious || drop_ns < r.end_ns || drop_ns - r.end_ns > NetEvidence::kSpuriousWindowNs)
+    return;
   r.spurious = true;
   if (r.counted) ++retransmits_spurious_;
-  if (r.index != kNoRange) ranges_[{flow, r.cause}][r.index] = {0, 0};  // empty: left out of the union
+  if (r.index != kNoRange)
+    ranges_[{flow, r.cause}][r.index] = {0, 0};  // empty: left out of the union
 }
 
 NetSummaryResult NetworkSummary::Summary() const {

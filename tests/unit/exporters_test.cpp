@@ -222,8 +222,11 @@ TEST(TraceJson, NetworkSectionAndRequests) {
   r.network.retransmits_spurious = 1;
   r.network.drops = {{"tc_egress", 5}};
   const json j = TraceIntervalJson(r);
-  EXPECT_EQ(j["network"], json({{"flows", 3}, {"seconds", 0.4}, {"retransmits", 2},
-                                {"retransmits_spurious", 1}, {"drops", {{"tc_egress", 5}}}}));
+  EXPECT_EQ(j["network"], json({{"flows", 3},
+                                {"seconds", 0.4},
+                                {"retransmits", 2},
+                                {"retransmits_spurious", 1},
+                                {"drops", {{"tc_egress", 5}}}}));
   const json& last = j["breakdown"].back();
   EXPECT_EQ(last["cause"], "network.node.protocol");
   EXPECT_EQ(last["slice"], "node");
@@ -268,7 +271,8 @@ TEST(TraceJson, NetworkSectionAndRequests) {
   r.requests = {req};
   const std::string table = RenderTraceTable(r);
   EXPECT_NE(table.find("network 3 flows, 0.40 s"), std::string::npos) << table;
-  EXPECT_NE(table.find("retransmits 2 (1 spurious) · drops: tc_egress 5"), std::string::npos) << table;
+  EXPECT_NE(table.find("retransmits 2 (1 spurious) · drops: tc_egress 5"), std::string::npos)
+      << table;
   EXPECT_NE(table.find("requests (1 with spans)"), std::string::npos) << table;
   EXPECT_NE(table.find("trace 4bf92f35…    200.0 ms  network.pod.queue 75%  (thread)"),
             std::string::npos)

@@ -1,16 +1,15 @@
 // The host's network devices as sysfs lists them: a sysfs-shaped tree built here (the same files
 // and links the kernel provides), then this machine's own /sys/class/net.
+#include "agent/net_devices.hpp"
+
 #include <sys/stat.h>
 #include <unistd.h>
-
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
 
 #include <gtest/gtest.h>
-
-#include "agent/net_devices.hpp"
 
 namespace isoscope {
 namespace {
@@ -30,7 +29,8 @@ class FakeSysfs : public ::testing::Test {
   void TearDown() override { fs::remove_all(root_); }
 
   // A device directory with an ifindex file, and a device/driver link when driver is given.
-  void Add(const std::string& name, const std::string& ifindex, const std::string& driver_dir = "") {
+  void Add(const std::string& name, const std::string& ifindex,
+           const std::string& driver_dir = "") {
     const fs::path dev = root_ / "class/net" / name;
     fs::create_directories(dev);
     if (!ifindex.empty()) std::ofstream(dev / "ifindex") << ifindex << "\n";

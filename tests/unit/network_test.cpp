@@ -138,10 +138,9 @@ TEST(Slice, TableRows) {
   EXPECT_EQ(SliceOf(no_dev), ISO_SLICE_NODE);
   // A paravirtual NIC: its qdisc is the node's, its own ring (DEVQ) the virtio slice.
   EXPECT_EQ(SliceOf(Qdisc(0, 1).Device(2, "", "eth0", true).Rec()), ISO_SLICE_NODE);
-  EXPECT_EQ(SliceOf(NetBuilder(ISO_NET_EV_DEVQ, ISO_NET_QUEUE, 0, 1)
-                        .Device(2, "", "eth0", true)
-                        .Rec()),
-            ISO_SLICE_VIRTIO);
+  EXPECT_EQ(
+      SliceOf(NetBuilder(ISO_NET_EV_DEVQ, ISO_NET_QUEUE, 0, 1).Device(2, "", "eth0", true).Rec()),
+      ISO_SLICE_VIRTIO);
 }
 
 TEST(Slice, CausesAndNames) {
@@ -155,14 +154,12 @@ TEST(Slice, CausesAndNames) {
   EXPECT_EQ(abi::CauseName(CauseOf(r, SliceOf(r))), "network.remote.protocol");
   EXPECT_EQ(abi::CauseName(CauseOf(q, ISO_SLICE_NODE)), "network.node.queue");
   // The event fixes the mechanism even when the record's own field says otherwise.
-  const iso_rec_net d = NetBuilder(ISO_NET_EV_DEVQ, ISO_NET_PROTOCOL, 0, 1)
-                            .Device(2, "", "eth0", true)
-                            .Rec();
+  const iso_rec_net d =
+      NetBuilder(ISO_NET_EV_DEVQ, ISO_NET_PROTOCOL, 0, 1).Device(2, "", "eth0", true).Rec();
   EXPECT_EQ(abi::CauseName(CauseOf(d, SliceOf(d))), "network.virtio.queue");
   EXPECT_EQ(EventName(ISO_NET_EV_DEVQ), "devq");
-  const iso_rec_net z = NetBuilder(ISO_NET_EV_ZWND, ISO_NET_QUEUE, 0, 1)
-                            .Socket(0x1000, 0, 0, false)
-                            .Rec();
+  const iso_rec_net z =
+      NetBuilder(ISO_NET_EV_ZWND, ISO_NET_QUEUE, 0, 1).Socket(0x1000, 0, 0, false).Rec();
   EXPECT_EQ(abi::CauseName(CauseOf(z, SliceOf(z))), "network.remote.protocol");
   EXPECT_EQ(EventName(ISO_NET_EV_ZWND), "zwnd");
   for (std::uint32_t s = 0; s < ISO_SLICE_MAX; ++s) {
@@ -509,15 +506,22 @@ TEST(NetSummary, SpuriousRetransmissionsAreCountedNotBlamed) {
   summary.Begin(0, 2 * kSec);
   // The receiver's drop of a copy it already had, in the pod's netns.
   auto old_data = [](std::uint64_t at) {
-    return DropAt(at).Flow(kPeerIp, 5555, kPodIp, 80).Device(5, "veth", "v", false).Reason(kOldData).Rec();
+    return DropAt(at)
+        .Flow(kPeerIp, 5555, kPodIp, 80)
+        .Device(5, "veth", "v", false)
+        .Reason(kOldData)
+        .Rec();
   };
   // A probe after 200 ms whose copy the receiver drops as old data 10 ms later: spurious.
   summary.Add(Retrans(100 * kMs, 300 * kMs).Flow(kPodIp, 80, kPeerIp, 5555).Rec());
   summary.Add(old_data(310 * kMs));
   // A real loss: dropped on the veth, retransmitted 300 ms later; the old-data drop 1.5 s after it
   // is out of the window and marks nothing.
-  summary.Add(
-      DropAt(400 * kMs).Flow(kPodIp, 80, kPeerIp, 5555).Device(5, "veth", "v", true).Reason(3).Rec());
+  summary.Add(DropAt(400 * kMs)
+                  .Flow(kPodIp, 80, kPeerIp, 5555)
+                  .Device(5, "veth", "v", true)
+                  .Reason(3)
+                  .Rec());
   summary.Add(Retrans(400 * kMs, 700 * kMs).Flow(kPodIp, 80, kPeerIp, 5555).Rec());
   summary.Add(old_data(1900 * kMs));
   NetSummaryResult r = summary.Summary();
@@ -528,9 +532,8 @@ TEST(NetSummary, SpuriousRetransmissionsAreCountedNotBlamed) {
   EXPECT_NEAR(r.rows[0].seconds, 0.3, 1e-9);  // only the real loss's wait
 
   // An interval the evidence store already marked spurious counts the same way.
-  NetInterval marked =
-      MakeInterval(Retrans(100 * kMs, 300 * kMs).Flow(kPodIp, 80, kPeerIp, 5555).Rec(),
-                   ISO_SLICE_REMOTE);
+  NetInterval marked = MakeInterval(
+      Retrans(100 * kMs, 300 * kMs).Flow(kPodIp, 80, kPeerIp, 5555).Rec(), ISO_SLICE_REMOTE);
   marked.spurious = true;
   summary.Begin(0, 2 * kSec);
   summary.Add(PodFlow(), marked);

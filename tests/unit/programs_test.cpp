@@ -47,8 +47,10 @@ TEST(ProgramTable, EveryGroupHasExactlyOneKindPerAlternative) {
     EXPECT_TRUE(alternative.insert(p.kind).second) << p.name;
     EXPECT_FALSE(p.purpose.empty()) << p.name;
   }
-  EXPECT_TRUE(kinds.count(std::make_pair(std::string("sched_switch"), std::string("sched_switch"))));
-  EXPECT_TRUE(kinds.count(std::make_pair(std::string("unthrottle"), std::string("unthrottle_cfs_rq"))));
+  EXPECT_TRUE(
+      kinds.count(std::make_pair(std::string("sched_switch"), std::string("sched_switch"))));
+  EXPECT_TRUE(
+      kinds.count(std::make_pair(std::string("unthrottle"), std::string("unthrottle_cfs_rq"))));
 }
 
 TEST(PlanPrograms, FullKernelPrefersTpBtfAndFentry) {
@@ -108,9 +110,9 @@ TEST(ProgramTable, NetworkProgramsAreOptionalTpBtfWithRawTpFallback) {
     }
     kinds[p.target].insert(p.kind);
   }
-  for (const char* tp : {"qdisc_enqueue", "net_dev_queue", "qdisc_dequeue", "net_dev_start_xmit",
-                         "netif_receive_skb", "tcp_probe", "tcp_retransmit_skb", "kfree_skb",
-                         "consume_skb"}) {
+  for (const char* tp :
+       {"qdisc_enqueue", "net_dev_queue", "qdisc_dequeue", "net_dev_start_xmit",
+        "netif_receive_skb", "tcp_probe", "tcp_retransmit_skb", "kfree_skb", "consume_skb"}) {
     ASSERT_TRUE(kinds.count(tp)) << tp;
     EXPECT_EQ(kinds[tp], (std::set<ProgKind>{ProgKind::kTpBtf, ProgKind::kRawTp})) << tp;
   }
@@ -133,9 +135,9 @@ TEST(ProgramTable, OutboundTraceparentProgramsAreOptionalSyscallTracepoints) {
 
 TEST(PlanPrograms, KernelWithoutNetworkTracepointsStillPlansTheContainerLayer) {
   FakeProber k;
-  for (const char* tp : {"qdisc_enqueue", "net_dev_queue", "qdisc_dequeue", "net_dev_start_xmit",
-                         "netif_receive_skb", "tcp_probe", "tcp_retransmit_skb", "kfree_skb",
-                         "consume_skb"}) {
+  for (const char* tp :
+       {"qdisc_enqueue", "net_dev_queue", "qdisc_dequeue", "net_dev_start_xmit",
+        "netif_receive_skb", "tcp_probe", "tcp_retransmit_skb", "kfree_skb", "consume_skb"}) {
     k.missing_tracepoints.insert(tp);
   }
   auto plan = PlanPrograms(ContainerPrograms(), k);

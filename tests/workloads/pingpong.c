@@ -108,8 +108,8 @@ int main(int argc, char** argv) {
         return 1;
       }
       if (r == 0) {
-        fprintf(stderr, "pingpong: peer closed the connection (request %ld, %zu of %d bytes)\n",
-                i, got, kRequestBytes);
+        fprintf(stderr, "pingpong: peer closed the connection (request %ld, %zu of %d bytes)\n", i,
+                got, kRequestBytes);
         return 1;
       }
       got += (size_t)r;
