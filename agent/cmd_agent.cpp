@@ -47,31 +47,38 @@ exporters::SelfStats CollectSelfStats(const source::SourceStats& s, const Contai
   return out;
 }
 
-// The OTLP receiver -> enricher -> exporter path (docs/otlp.md). Returns null when OTLP is off
-// (--otlp-listen "") or when the default address is busy (warned); an error for a bad or busy
-// explicit address. The pipeline's metrics go on the agent's registry.
+// The OTLP receivers (gRPC, HTTP) -> enricher -> exporter path (docs/otlp.md). Returns null when
+// both receivers are off (--otlp-listen "" and --otlp-http-listen "") or left off because their
+// default address is busy (warned); an error for a bad or busy explicit address. The pipeline's
+// metrics go on the agent's registry.
 Result<std::unique_ptr<otlp::OtlpPipeline>> StartOtlp(const AgentOptions& o,
                                                       exporters::PrometheusExporter& prom,
                                                       otlp::OtlpPipeline::Enricher enricher) {
   std::unique_ptr<otlp::OtlpPipeline> none;
-  if (o.otlp_listen.empty()) {
+  auto no_receiver = [&] {
     if (!o.otlp_endpoint.empty()) {
-      spdlog::warn("--otlp-endpoint {} gets no spans: the OTLP receiver is off{}", o.otlp_endpoint,
+      spdlog::warn("--otlp-endpoint {} gets no spans: the OTLP receivers are off{}",
+                   o.otlp_endpoint,
                    o.otlp_metrics_interval_s > 0 ? " (the agent's metrics are still sent)" : "");
     }
+  };
+  if (o.otlp_listen.empty() && o.otlp_http_listen.empty()) {
+    no_receiver();
     return none;
   }
   otlp::PipelineOptions po;
   po.listen = o.otlp_listen;
+  po.listen_optional = !o.otlp_listen_given;
+  po.http_listen = o.otlp_http_listen;
+  po.http_listen_optional = !o.otlp_http_listen_given;
   po.exporter.endpoint = o.otlp_endpoint;
   po.exporter.max_queue_spans = o.otlp_queue;
   auto pipeline = otlp::OtlpPipeline::Create(po);
   if (!pipeline) return pipeline.error();
   (*pipeline)->SetEnricher(std::move(enricher));
-  if (auto started = (*pipeline)->Start(); !started) {
-    if (o.otlp_listen_given) return started.error();
-    spdlog::warn("{}: OTLP receiver off (choose another address with --otlp-listen)",
-                 started.error().message);
+  if (auto started = (*pipeline)->Start(); !started) return started.error();
+  if (!(*pipeline)->Listening()) {  // both default addresses busy (warned)
+    no_receiver();
     return none;
   }
   (*pipeline)->ExposeMetrics(prom.registry());

@@ -256,7 +256,7 @@ int RunTrace(const TraceOptions& o) {
   double elapsed_s = 0;
   bool target_gone = false;
 
-  // Requests (--otlp-listen): spans joined to the evidence of this run
+  // Requests (--otlp-listen, --otlp-http-listen): spans joined to the evidence of this run
   // (docs/otlp-correlation.md); network evidence for their flows and for the
   // target's network section (docs/network.md).
   correlator::EvidenceStore evidence;
@@ -267,9 +267,10 @@ int RunTrace(const TraceOptions& o) {
   RequestLog requests;
   EnrichStats enrich_stats;
   std::unique_ptr<otlp::OtlpPipeline> pipeline;
-  if (!o.otlp_listen.empty()) {
+  if (!o.otlp_listen.empty() || !o.otlp_http_listen.empty()) {
     otlp::PipelineOptions po;
     po.listen = o.otlp_listen;
+    po.http_listen = o.otlp_http_listen;
     auto created = otlp::OtlpPipeline::Create(po);
     if (created) {
       pipeline = std::move(*created);

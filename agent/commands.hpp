@@ -28,8 +28,10 @@ struct TraceOptions {
   bool json = false;
   std::string replay;
   std::string record;  // also write the live records to this file
-  // Receive OTLP spans here ("" = off) and show the target's requests (docs/otlp-correlation.md).
+  // Receive OTLP spans here ("" = off) and show the target's requests (docs/otlp-correlation.md):
+  // OTLP/gRPC on otlp_listen, OTLP/HTTP (protobuf) on otlp_http_listen.
   std::string otlp_listen;
+  std::string otlp_http_listen;
 };
 int RunTrace(const TraceOptions& options);
 
@@ -51,11 +53,14 @@ struct AgentOptions {
   std::string metrics_addr = "127.0.0.1:9464";
   std::size_t max_workloads = 256;
   double duration_s = 0;  // 0: until SIGTERM/SIGINT
-  // OTLP (docs/otlp.md): receiver address ("" = off), upstream collector ("" = none), export
-  // queue bound in spans. otlp_listen_given: --otlp-listen was on the command line (a busy
-  // default port only disables the receiver with a warning; a busy explicit one is an error).
+  // OTLP (docs/otlp.md): receiver addresses, gRPC and HTTP ("" = off), upstream collector
+  // ("" = none), export queue bound in spans. *_given: the address was on the command line (a
+  // busy default port only disables that receiver with a warning; a busy explicit one is an
+  // error).
   std::string otlp_listen = "127.0.0.1:4317";
   bool otlp_listen_given = false;
+  std::string otlp_http_listen = "127.0.0.1:4318";
+  bool otlp_http_listen_given = false;
   std::string otlp_endpoint;
   std::size_t otlp_queue = 8192;
   // Seconds between pushes of the agent's own metrics to otlp_endpoint (0 = never).

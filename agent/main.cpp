@@ -37,6 +37,9 @@ int main(int argc, char** argv) {
   trace_cmd->add_flag("--json", trace.json, "one JSON object per line per interval");
   trace_cmd->add_option("--otlp-listen", trace.otlp_listen,
                         "receive OTLP/gRPC spans on HOST:PORT and show the target's requests");
+  trace_cmd->add_option("--otlp-http-listen", trace.otlp_http_listen,
+                        "receive OTLP/HTTP (protobuf) spans on HOST:PORT and show the target's "
+                        "requests");
   auto* replay_opt =
       trace_cmd->add_option("--replay", trace.replay, "read a recording instead of the kernel");
   trace_cmd->add_option("--record", trace.record, "also record the live input to this file")
@@ -66,6 +69,11 @@ int main(int argc, char** argv) {
       agent_cmd
           ->add_option("--otlp-listen", agent.otlp_listen,
                        "host:port for the OTLP/gRPC receiver (\"\" switches it off)")
+          ->capture_default_str();
+  auto* otlp_http_listen_opt =
+      agent_cmd
+          ->add_option("--otlp-http-listen", agent.otlp_http_listen,
+                       "host:port for the OTLP/HTTP (protobuf) receiver (\"\" switches it off)")
           ->capture_default_str();
   agent_cmd->add_option("--otlp-endpoint", agent.otlp_endpoint,
                         "host:port of an OTLP/gRPC collector to forward spans to (default: none)");
@@ -102,6 +110,7 @@ int main(int argc, char** argv) {
   if (*doctor_cmd) return RunDoctor(doctor);
   if (*agent_cmd) {
     agent.otlp_listen_given = otlp_listen_opt->count() > 0;
+    agent.otlp_http_listen_given = otlp_http_listen_opt->count() > 0;
     return RunAgent(agent);
   }
   return kExitUsage;

@@ -7,6 +7,7 @@ PKGS=(
   libgtest-dev libgmock-dev python3 prometheus stress-ng bpftrace wrk iperf3
   qemu-system-x86 cpio busybox-static
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
+  libcivetweb-dev
 )
 # Test-side JavaScript (the OpenTelemetry SDK from npm) needs node and npm. A
 # machine may already have them from another source (NodeSource's nodejs

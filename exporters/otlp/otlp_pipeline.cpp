@@ -38,13 +38,16 @@ struct OtlpPipeline::Metrics {
     prometheus::Counter* retries;
     prometheus::Counter* failures;
   };
+  prometheus::Counter* http_unrouted;
 
   explicit Metrics(prometheus::Registry& r) {
     auto& requests = Counters(r, "isoscope_otlp_requests_total",
                               "OTLP export requests received and decoded, by signal.");
-    auto& invalid = Counters(r, "isoscope_otlp_requests_invalid_total",
-                             "OTLP export requests whose body did not decode (answered "
-                             "INVALID_ARGUMENT), by signal.");
+    auto& invalid =
+        Counters(r, "isoscope_otlp_requests_invalid_total",
+                 "OTLP export requests whose body did not decode (answered "
+                 "INVALID_ARGUMENT, HTTP 400) or that the HTTP receiver refused (413 too "
+                 "large, 415 media type or encoding), by signal.");
     auto& retries = Counters(r, "isoscope_otlp_export_retries_total",
                              "Export attempts to the upstream collector after the first, by "
                              "signal.");
@@ -92,6 +95,11 @@ struct OtlpPipeline::Metrics {
     fill(spans, "traces", span_received, span_forwarded, span_dropped, span_queue, span_inflight,
          &span_generated.Add({}));
     fill(points, "metrics", pt_received, pt_forwarded, pt_dropped, pt_queue, pt_inflight, nullptr);
+    http_unrouted = &Counters(r, "isoscope_otlp_http_requests_unrouted_total",
+                              "Requests to the OTLP/HTTP receiver for another path than "
+                              "/v1/traces and /v1/metrics (404) or with another method than "
+                              "POST (405).")
+                         .Add({});
   }
 
   void Advance(prometheus::Counter* c, std::uint64_t value) {
@@ -128,6 +136,9 @@ Result<std::unique_ptr<OtlpPipeline>> OtlpPipeline::Create(PipelineOptions optio
     p->exporter_ = std::move(*exporter);
   }
   p->receiver_ = std::make_unique<OtlpReceiver>(p.get(), p.get(), p->options_.receiver);
+  if (!p->options_.http_listen.empty()) {
+    p->http_receiver_ = std::make_unique<OtlpHttpReceiver>(p.get(), p.get(), p->options_.receiver);
+  }
   return p;
 }
 
@@ -144,12 +155,39 @@ void OtlpPipeline::SetEnricher(std::function<void(TraceRequest& req)> enricher) 
 }
 
 Status OtlpPipeline::Start() {
-  if (auto st = receiver_->Start(options_.listen); !st) return st;
-  if (!exporter_) {
+  // Starts one receiver; a busy optional address only warns.
+  auto start = [](auto& receiver, const std::string& addr, bool optional, std::string_view what,
+                  std::string_view flag, bool* listening) -> Status {
+    auto st = receiver.Start(addr);
+    *listening = st.ok();
+    if (st || !optional) return st;
+    spdlog::warn("{}: {} receiver off (choose another address with {})", st.error().message, what,
+                 flag);
+    return {};
+  };
+  if (!options_.listen.empty()) {
+    auto st = start(*receiver_, options_.listen, options_.listen_optional, "OTLP/gRPC",
+                    "--otlp-listen", &grpc_listening_);
+    if (!st) return st;
+  }
+  if (http_receiver_) {
+    auto st = start(*http_receiver_, options_.http_listen, options_.http_listen_optional,
+                    "OTLP/HTTP", "--otlp-http-listen", &http_listening_);
+    if (!st) {
+      receiver_->Stop();
+      grpc_listening_ = false;
+      return st;
+    }
+  }
+  if (!exporter_ && Listening()) {
+    std::string where = grpc_listening_ ? receiver_->Address() : "";
+    if (http_listening_) {
+      where += (where.empty() ? "" : " and ") + http_receiver_->Address() + " (HTTP)";
+    }
     spdlog::warn(
         "OTLP: no --otlp-endpoint: spans received on {} are counted and dropped "
         "(isoscope_otlp_spans_dropped_total{{reason=\"no_endpoint\"}})",
-        receiver_->Address());
+        where);
   }
   return {};
 }
@@ -158,6 +196,7 @@ void OtlpPipeline::Stop() {
   if (stopped_) return;
   stopped_ = true;
   if (receiver_) receiver_->Stop();
+  if (http_receiver_) http_receiver_->Stop();
   if (exporter_) exporter_->Stop();
   if (metrics_thread_.joinable()) {
     {
@@ -200,6 +239,7 @@ void OtlpPipeline::OnExportMetrics(MetricsRequest&& req, const PeerInfo& /*peer*
 PipelineStats OtlpPipeline::Stats() const {
   PipelineStats s;
   s.receiver = receiver_->Stats();
+  if (http_receiver_) s.receiver += http_receiver_->Stats();
   if (exporter_) {
     s.spans = exporter_->SpanStats();
     s.points = exporter_->PointStats();
@@ -241,6 +281,7 @@ void OtlpPipeline::RefreshMetrics() {
   metrics_->Update(metrics_->spans, s.spans, r.trace_requests, r.invalid_trace_requests);
   metrics_->Update(metrics_->points, s.points, r.metric_requests,
                    r.invalid_requests - r.invalid_trace_requests);
+  metrics_->Advance(metrics_->http_unrouted, r.unrouted_requests);
 }
 
 }  // namespace isoscope::otlp

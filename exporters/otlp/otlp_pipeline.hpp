@@ -1,14 +1,18 @@
 // The OTLP path of `isoscope agent` (docs/otlp.md):
 //
-//   application --OTLP/gRPC--> OtlpReceiver --> Enricher (hook) --> OtlpExporter --> collector
+//   application --OTLP/gRPC--> OtlpReceiver ----+
+//   application --OTLP/HTTP--> OtlpHttpReceiver +--> Enricher (hook) --> OtlpExporter --> collector
 //
-// The pipeline is the receiver's sink: each decoded request goes through the enricher (a hook
-// that later steps use to add isoscope's attributes to spans; the default does nothing) and then
-// into the exporter's queue, or, with no upstream endpoint, is counted as dropped (reason
-// no_endpoint). Its counters are exposed as Prometheus metrics on a registry:
+// The pipeline is the sink of both receivers (the HTTP one only when an address is given): each
+// decoded request goes through the enricher (a hook that later steps use to add isoscope's
+// attributes to spans; the default does nothing) and then into the exporter's queue, or, with no
+// upstream endpoint, is counted as dropped (reason no_endpoint). Its counters are exposed as
+// Prometheus metrics on a registry:
 //
 //   isoscope_otlp_requests_total{signal}           requests decoded (signal: traces, metrics)
-//   isoscope_otlp_requests_invalid_total{signal}   requests that did not decode (INVALID_ARGUMENT)
+//   isoscope_otlp_requests_invalid_total{signal}   requests that did not decode (INVALID_ARGUMENT,
+//                                                  HTTP 400) or were refused (HTTP 413, 415)
+//   isoscope_otlp_http_requests_unrouted_total     HTTP requests to another path or method
 //   isoscope_otlp_spans_received_total             spans in decoded requests
 //   isoscope_otlp_spans_forwarded_total            spans the upstream collector accepted
 //   isoscope_otlp_spans_generated_total            child spans the enricher added
@@ -21,8 +25,8 @@
 //   isoscope_otlp_queue_metric_points isoscope_otlp_export_retries_total{signal},
 //   isoscope_otlp_export_failures_total{signal}
 //
-// and received (+ generated) == forwarded + dropped + queue + inflight for spans and for data points once no
-// request is being handled (PipelineStats).
+// and received (+ generated) == forwarded + dropped + queue + inflight for spans and for data
+// points once no request is being handled (PipelineStats).
 #pragma once
 
 #include <atomic>
@@ -38,6 +42,7 @@
 
 #include "exporters/otlp/otlp_codec.hpp"
 #include "exporters/otlp/otlp_exporter.hpp"
+#include "exporters/otlp/otlp_http_receiver.hpp"
 #include "exporters/otlp/otlp_receiver.hpp"
 #include "util/result.hpp"
 
@@ -52,7 +57,12 @@ class Family;
 namespace isoscope::otlp {
 
 struct PipelineOptions {
-  std::string listen = "127.0.0.1:4317";  // "host:port" of the receiver
+  std::string listen = "127.0.0.1:4317";  // "host:port" of the gRPC receiver; "" = none
+  std::string http_listen;                // "host:port" of the OTLP/HTTP receiver; "" = none
+  // When an address is optional (a default the user did not choose) and cannot be bound, Start
+  // leaves that receiver off with a warning instead of failing.
+  bool listen_optional = false;
+  bool http_listen_optional = false;
   ReceiverOptions receiver;
   ExporterOptions exporter;  // exporter.endpoint empty: no upstream collector
   // How often the Prometheus metrics are refreshed from the counters.
@@ -63,7 +73,7 @@ struct PipelineOptions {
 // removed by the receiver (invalid ids) and spans received without an endpoint are in
 // spans.dropped (kInvalid, kNoEndpoint).
 struct PipelineStats {
-  ReceiverStats receiver;
+  ReceiverStats receiver;  // both receivers together
   SignalStats spans;
   SignalStats points;
 };
@@ -85,8 +95,11 @@ class OtlpPipeline final : public SpanSink, public MetricSink {
   void SetEnricher(Enricher enricher);
   void SetEnricher(std::function<void(TraceRequest& req)> enricher);
 
-  // Starts the receiver on options.listen.
+  // Starts the receivers whose address is set. Fails when a non-optional address cannot be bound
+  // (the receivers already started are stopped again).
   Status Start();
+  // At least one receiver is listening.
+  [[nodiscard]] bool Listening() const { return grpc_listening_ || http_listening_; }
   // Stops the receiver, then the exporter (flushing for up to exporter.shutdown_flush), and
   // refreshes the metrics one last time. Idempotent.
   void Stop();
@@ -97,6 +110,8 @@ class OtlpPipeline final : public SpanSink, public MetricSink {
 
   [[nodiscard]] PipelineStats Stats() const;
   [[nodiscard]] const OtlpReceiver& Receiver() const { return *receiver_; }
+  // Null without options.http_listen.
+  [[nodiscard]] const OtlpHttpReceiver* HttpReceiver() const { return http_receiver_.get(); }
   [[nodiscard]] bool HasExporter() const { return exporter_ != nullptr; }
 
   // SpanSink / MetricSink (called by the receiver).
@@ -112,6 +127,9 @@ class OtlpPipeline final : public SpanSink, public MetricSink {
   Enricher enricher_;
   std::unique_ptr<OtlpExporter> exporter_;
   std::unique_ptr<OtlpReceiver> receiver_;
+  std::unique_ptr<OtlpHttpReceiver> http_receiver_;
+  bool grpc_listening_ = false;
+  bool http_listening_ = false;
   std::atomic<std::uint64_t> spans_no_endpoint_{0};
   std::atomic<std::uint64_t> spans_generated_{0};  // added by the enricher
   std::atomic<std::uint64_t> points_no_endpoint_{0};

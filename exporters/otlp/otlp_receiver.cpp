@@ -35,13 +35,8 @@ PeerInfo PeerOf(grpc::CallbackServerContext* ctx) {
   return peer;
 }
 
-template <typename Message>
-void SetResponse(const Message& msg, grpc::ByteBuffer* response) {
-  grpc::Slice slice(msg.SerializeAsString());
-  *response = grpc::ByteBuffer(&slice, 1);
-}
+}  // namespace
 
-// "host:port" with a numeric port in 0..65535; IPv6 hosts in brackets.
 bool ValidListenAddress(const std::string& addr) {
   const auto colon = addr.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 == addr.size()) return false;
@@ -55,7 +50,71 @@ bool ValidListenAddress(const std::string& addr) {
   return value <= 65535;
 }
 
-}  // namespace
+ReceiverStats& ReceiverStats::operator+=(const ReceiverStats& o) {
+  trace_requests += o.trace_requests;
+  spans += o.spans;
+  invalid_spans += o.invalid_spans;
+  metric_requests += o.metric_requests;
+  metric_points += o.metric_points;
+  invalid_requests += o.invalid_requests;
+  invalid_trace_requests += o.invalid_trace_requests;
+  unrouted_requests += o.unrouted_requests;
+  return *this;
+}
+
+Result<std::string> ExportHandler::HandleTraces(std::string_view body, const PeerInfo& peer) {
+  TraceRequest req;
+  auto decoded = DecodeTraceRequest(body, &req);
+  if (!decoded) {
+    CountRefused(true);
+    return decoded.error();
+  }
+  const TraceDecodeReport& report = *decoded;
+  trace_requests_.fetch_add(1, std::memory_order_relaxed);
+  spans_.fetch_add(report.spans, std::memory_order_relaxed);
+  invalid_spans_.fetch_add(report.invalid_spans, std::memory_order_relaxed);
+  if (report.spans > report.invalid_spans) span_sink_->OnExport(std::move(req), peer);
+
+  TraceResponse resp;
+  if (report.invalid_spans > 0) {
+    auto* partial = resp.mutable_partial_success();
+    partial->set_rejected_spans(static_cast<std::int64_t>(report.invalid_spans));
+    partial->set_error_message(fmt::format("{} of {} spans rejected for invalid ids (first: {})",
+                                           report.invalid_spans, report.spans,
+                                           report.invalid_reason));
+  }
+  return resp.SerializeAsString();
+}
+
+Result<std::string> ExportHandler::HandleMetrics(std::string_view body, const PeerInfo& peer) {
+  MetricsRequest req;
+  auto points = DecodeMetricsRequest(body, &req);
+  if (!points) {
+    CountRefused(false);
+    return points.error();
+  }
+  metric_requests_.fetch_add(1, std::memory_order_relaxed);
+  metric_points_.fetch_add(*points, std::memory_order_relaxed);
+  if (*points > 0) metric_sink_->OnExportMetrics(std::move(req), peer);
+  return MetricsResponse{}.SerializeAsString();
+}
+
+void ExportHandler::CountRefused(bool traces) {
+  invalid_requests_.fetch_add(1, std::memory_order_relaxed);
+  if (traces) invalid_trace_requests_.fetch_add(1, std::memory_order_relaxed);
+}
+
+ReceiverStats ExportHandler::Stats() const {
+  ReceiverStats s;
+  s.trace_requests = trace_requests_.load(std::memory_order_relaxed);
+  s.spans = spans_.load(std::memory_order_relaxed);
+  s.invalid_spans = invalid_spans_.load(std::memory_order_relaxed);
+  s.metric_requests = metric_requests_.load(std::memory_order_relaxed);
+  s.metric_points = metric_points_.load(std::memory_order_relaxed);
+  s.invalid_requests = invalid_requests_.load(std::memory_order_relaxed);
+  s.invalid_trace_requests = invalid_trace_requests_.load(std::memory_order_relaxed);
+  return s;
+}
 
 class OtlpReceiver::TraceService final
     : public trace_v1::TraceService::WithRawCallbackMethod_Export<trace_v1::TraceService::Service> {
@@ -64,7 +123,7 @@ class OtlpReceiver::TraceService final
   grpc::ServerUnaryReactor* Export(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* body,
                                    grpc::ByteBuffer* response) override {
     auto* reactor = ctx->DefaultReactor();
-    reactor->Finish(owner_->HandleTraces(ctx, *body, response));
+    reactor->Finish(owner_->Handle(true, ctx, *body, response));
     return reactor;
   }
 
@@ -80,7 +139,7 @@ class OtlpReceiver::MetricsService final
   grpc::ServerUnaryReactor* Export(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* body,
                                    grpc::ByteBuffer* response) override {
     auto* reactor = ctx->DefaultReactor();
-    reactor->Finish(owner_->HandleMetrics(ctx, *body, response));
+    reactor->Finish(owner_->Handle(false, ctx, *body, response));
     return reactor;
   }
 
@@ -89,7 +148,7 @@ class OtlpReceiver::MetricsService final
 };
 
 OtlpReceiver::OtlpReceiver(SpanSink* spans, MetricSink* metrics, ReceiverOptions options)
-    : span_sink_(spans), metric_sink_(metrics), options_(options) {}
+    : handler_(spans, metrics), options_(options) {}
 
 OtlpReceiver::~OtlpReceiver() { Stop(); }
 
@@ -106,7 +165,7 @@ Status OtlpReceiver::Start(const std::string& addr) {
   }
   InstallGrpcLogging();
   trace_service_ = std::make_unique<TraceService>(this);
-  if (metric_sink_ != nullptr) metrics_service_ = std::make_unique<MetricsService>(this);
+  if (handler_.ServesMetrics()) metrics_service_ = std::make_unique<MetricsService>(this);
 
   grpc::ServerBuilder builder;
   int bound_port = 0;
@@ -140,61 +199,15 @@ void OtlpReceiver::Stop() {
   spdlog::info("OTLP receiver on {} stopped", address_);
 }
 
-ReceiverStats OtlpReceiver::Stats() const {
-  ReceiverStats s;
-  s.trace_requests = trace_requests_.load(std::memory_order_relaxed);
-  s.spans = spans_.load(std::memory_order_relaxed);
-  s.invalid_spans = invalid_spans_.load(std::memory_order_relaxed);
-  s.metric_requests = metric_requests_.load(std::memory_order_relaxed);
-  s.metric_points = metric_points_.load(std::memory_order_relaxed);
-  s.invalid_requests = invalid_requests_.load(std::memory_order_relaxed);
-  s.invalid_trace_requests = invalid_trace_requests_.load(std::memory_order_relaxed);
-  return s;
-}
-
-grpc::Status OtlpReceiver::HandleTraces(grpc::CallbackServerContext* ctx,
-                                        const grpc::ByteBuffer& body, grpc::ByteBuffer* response) {
+grpc::Status OtlpReceiver::Handle(bool traces, grpc::CallbackServerContext* ctx,
+                                  const grpc::ByteBuffer& body, grpc::ByteBuffer* response) {
   grpc::Slice hold;
   const std::string_view bytes = Flatten(body, &hold);
-  TraceRequest req;
-  auto decoded = DecodeTraceRequest(bytes, &req);
-  if (!decoded) {
-    invalid_requests_.fetch_add(1, std::memory_order_relaxed);
-    invalid_trace_requests_.fetch_add(1, std::memory_order_relaxed);
-    return {grpc::StatusCode::INVALID_ARGUMENT, decoded.error().message};
-  }
-  const TraceDecodeReport& report = *decoded;
-  trace_requests_.fetch_add(1, std::memory_order_relaxed);
-  spans_.fetch_add(report.spans, std::memory_order_relaxed);
-  invalid_spans_.fetch_add(report.invalid_spans, std::memory_order_relaxed);
-  if (report.spans > report.invalid_spans) span_sink_->OnExport(std::move(req), PeerOf(ctx));
-
-  TraceResponse resp;
-  if (report.invalid_spans > 0) {
-    auto* partial = resp.mutable_partial_success();
-    partial->set_rejected_spans(static_cast<std::int64_t>(report.invalid_spans));
-    partial->set_error_message(fmt::format("{} of {} spans rejected for invalid ids (first: {})",
-                                           report.invalid_spans, report.spans,
-                                           report.invalid_reason));
-  }
-  SetResponse(resp, response);
-  return grpc::Status::OK;
-}
-
-grpc::Status OtlpReceiver::HandleMetrics(grpc::CallbackServerContext* ctx,
-                                         const grpc::ByteBuffer& body, grpc::ByteBuffer* response) {
-  grpc::Slice hold;
-  const std::string_view bytes = Flatten(body, &hold);
-  MetricsRequest req;
-  auto points = DecodeMetricsRequest(bytes, &req);
-  if (!points) {
-    invalid_requests_.fetch_add(1, std::memory_order_relaxed);
-    return {grpc::StatusCode::INVALID_ARGUMENT, points.error().message};
-  }
-  metric_requests_.fetch_add(1, std::memory_order_relaxed);
-  metric_points_.fetch_add(*points, std::memory_order_relaxed);
-  if (*points > 0) metric_sink_->OnExportMetrics(std::move(req), PeerOf(ctx));
-  SetResponse(MetricsResponse{}, response);
+  auto resp = traces ? handler_.HandleTraces(bytes, PeerOf(ctx))
+                     : handler_.HandleMetrics(bytes, PeerOf(ctx));
+  if (!resp) return {grpc::StatusCode::INVALID_ARGUMENT, resp.error().message};
+  grpc::Slice slice(*resp);
+  *response = grpc::ByteBuffer(&slice, 1);
   return grpc::Status::OK;
 }
 

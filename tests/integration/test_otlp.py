@@ -1,12 +1,15 @@
 """OTLP in and out through `isoscope agent`, with independent peers (docs/otlp.md).
 
   span producer: the real OpenTelemetry JS SDK (tests/otlp/produce.js: sdk-trace-node, batch
-                 processor, OTLP/gRPC exporter) -> the agent's receiver (--otlp-listen)
+                 processor, OTLP/gRPC exporter) -> the agent's receiver (--otlp-listen); and
+                 the same SDK with its OTLP/HTTP protobuf exporter
+                 (@opentelemetry/exporter-trace-otlp-proto) -> the agent's OTLP/HTTP receiver
+                 (--otlp-http-listen), through the same enricher and exporter queue
   upstream:      a grpc-js collector that decodes with @opentelemetry/otlp-transformer's generated
                  protobufjs code (tests/otlp/collector.js) <- the agent's exporter (--otlp-endpoint)
 
-Checks that every span arrives decoded with intact trace ids, names and parent links; that
-malformed, truncated, non-UTF-8, too deeply nested and oversized payloads get clean gRPC errors
+Checks that every span arrives decoded with intact trace ids, names and parent links, over
+either transport; that malformed, truncated, non-UTF-8, too deeply nested and oversized payloads get clean gRPC errors
 while the agent keeps serving; and that with the upstream collector down for 10 s while spans
 keep coming, the agent respects its queue bound, drops the oldest spans, delivers the rest when
 the collector is back, and accounts for every span in /metrics:
@@ -26,6 +29,7 @@ import sys
 import tempfile
 import time
 import unittest
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -145,6 +149,7 @@ class OtlpThroughAgent(unittest.TestCase):
         node_env.ensure(NODE_DIR)
         cls.tmp = tempfile.mkdtemp(prefix="isoscope-otlp-")
         cls.metrics_port, cls.otlp_port, cls.upstream_port = h.free_port(), h.free_port(), h.free_port()
+        cls.otlp_http_port = h.free_port()
         cls.collector = Collector(cls.upstream_port, os.path.join(cls.tmp, "upstream-1.jsonl"))
         cls.collector.start()
         # Class cleanups run even when setUpClass fails half-way (tearDownClass would not).
@@ -152,11 +157,13 @@ class OtlpThroughAgent(unittest.TestCase):
         cls.agent, cls.agent_log = h.start_agent(
             ["--metrics-addr", f"127.0.0.1:{cls.metrics_port}",
              "--otlp-listen", f"127.0.0.1:{cls.otlp_port}",
+             "--otlp-http-listen", f"127.0.0.1:{cls.otlp_http_port}",
              "--otlp-endpoint", f"127.0.0.1:{cls.upstream_port}",
              "--otlp-queue", str(QUEUE), "--interval", "1"],
             os.path.join(cls.tmp, "agent.log"), cls.metrics_port)
         cls.addClassCleanup(cls.stop_agent)
-        h.log(f"agent ready: OTLP on 127.0.0.1:{cls.otlp_port}, metrics on {cls.metrics_port}")
+        h.log(f"agent ready: OTLP on 127.0.0.1:{cls.otlp_port}, OTLP/HTTP on "
+              f"127.0.0.1:{cls.otlp_http_port}, metrics on {cls.metrics_port}")
 
     @classmethod
     def stop_agent(cls):
@@ -193,10 +200,11 @@ class OtlpThroughAgent(unittest.TestCase):
                 self.fail(f"OTLP queue did not drain in {timeout} s: {m}\n{self.log_text()[-4000:]}")
             time.sleep(0.2)
 
-    def produce(self, *args, timeout=120):
+    def produce(self, *args, timeout=120, http=False):
         out = os.path.join(self.tmp, f"produced-{time.monotonic_ns()}.jsonl")
-        rc, stdout, stderr = node("produce.js", "--endpoint", f"127.0.0.1:{self.otlp_port}",
-                                  "--out", out, *args, timeout=timeout)
+        port, protocol = (self.otlp_http_port, "http/protobuf") if http else (self.otlp_port, "grpc")
+        rc, stdout, stderr = node("produce.js", "--endpoint", f"127.0.0.1:{port}",
+                                  "--protocol", protocol, "--out", out, *args, timeout=timeout)
         self.assertEqual(rc, 0, f"produce.js failed:\n{stdout}\n{stderr}")
         return json.loads(stdout.strip().splitlines()[-1]), h.read_jsonl(out)
 
@@ -208,6 +216,23 @@ class OtlpThroughAgent(unittest.TestCase):
                 return got
             time.sleep(0.2)
 
+    def assert_arrived_intact(self, produced, service):
+        """Waits for the produced spans upstream and checks each one's ids, name, parent, resource,
+        scope, kind and times; returns {spanId: upstream span}."""
+        got = self.wait_arrived({p["spanId"] for p in produced}, self.collector)
+        missing = len(produced) - len(got)
+        self.assertEqual(missing, 0, f"{missing} spans missing upstream: {self.metrics()}")
+        for p in produced:
+            s = got[p["spanId"]]
+            self.assertEqual(s["traceId"], p["traceId"])
+            self.assertEqual(s["name"], p["name"])
+            self.assertEqual(s["parentSpanId"], p["parentSpanId"])
+            self.assertEqual(s["resource"].get("service.name"), service)
+            self.assertEqual(s["scope"], "isoscope-otlp-test")
+            self.assertEqual(s["kind"], 2 if p["name"].startswith("root-") else 3)
+            self.assertLessEqual(int(s["startTimeUnixNano"]), int(s["endTimeUnixNano"]))
+        return got
+
     # ---- 1: the SDK's spans arrive, decoded by the independent decoder, intact ---------------
     def test_1_sdk_spans_arrive_intact(self):
         before = self.settle()
@@ -217,20 +242,8 @@ class OtlpThroughAgent(unittest.TestCase):
         self.assertEqual(summary["exportedOk"], 1000, summary)
         ids = {p["spanId"] for p in produced}
         self.assertEqual(len(ids), 1000)
-        got = self.wait_arrived(ids, self.collector)
-        self.assertEqual(len(got), 1000, f"{1000 - len(got)} spans missing upstream: {self.metrics()}")
-        roots = {}
-        for p in produced:
-            s = got[p["spanId"]]
-            self.assertEqual(s["traceId"], p["traceId"])
-            self.assertEqual(s["name"], p["name"])
-            self.assertEqual(s["parentSpanId"], p["parentSpanId"])
-            self.assertEqual(s["resource"].get("service.name"), "checkout")
-            self.assertEqual(s["scope"], "isoscope-otlp-test")
-            self.assertEqual(s["kind"], 2 if p["name"].startswith("root-") else 3)
-            self.assertLessEqual(int(s["startTimeUnixNano"]), int(s["endTimeUnixNano"]))
-            if p["name"].startswith("root-"):
-                roots[p["name"][5:]] = s
+        got = self.assert_arrived_intact(produced, "checkout")
+        roots = {p["name"][5:]: got[p["spanId"]] for p in produced if p["name"].startswith("root-")}
         for p in produced:  # parent links: each child points at its root, in the same trace
             if p["name"].startswith("child-"):
                 root = roots[p["name"][6:]]
@@ -245,6 +258,66 @@ class OtlpThroughAgent(unittest.TestCase):
         self.assertEqual(after.received - before.received, 1000)
         self.assertEqual(after.forwarded - before.forwarded, 1000)
         self.assertEqual(after.dropped() - before.dropped(), 0)
+        self.assertTrue(after.balanced(), after)
+
+    # ---- 1b: the same over OTLP/HTTP (protobuf): the SDK's http/protobuf exporter -------------------
+    def test_1b_sdk_spans_over_http_arrive_enriched(self):
+        before = self.settle()
+        summary, produced = self.produce("--count", 500, "--service", "checkout-http", http=True)
+        h.log(f"producer (http/protobuf): {summary}")
+        self.assertEqual(summary["produced"], 500)
+        self.assertEqual(summary["exportedOk"], 500, summary)
+        ids = {p["spanId"] for p in produced}
+        got = self.assert_arrived_intact(produced, "checkout-http")
+        bindings = {}
+        for p in produced:
+            s = got[p["spanId"]]
+            if p["name"].startswith("root-"):  # SERVER spans went through the enricher
+                self.assertIn("isoscope.binding", s["attributes"], s)
+                b = s["attributes"]["isoscope.binding"]
+                bindings[b] = bindings.get(b, 0) + 1
+        h.log(f"SERVER spans over OTLP/HTTP by isoscope.binding: {bindings}")
+        upstream = [s for s in self.collector.spans() if s["spanId"] in ids]
+        self.assertEqual(len(upstream), 500, "duplicates upstream")
+        after = self.settle()
+        self.assertEqual(after.received - before.received, 500)
+        self.assertEqual(after.forwarded - before.forwarded, 500)
+        self.assertEqual(after.dropped() - before.dropped(), 0)
+        self.assertTrue(after.balanced(), after)
+
+    # ---- 2b: bad OTLP/HTTP requests get clean answers and are counted ------------------------------
+    def test_2b_bad_http_requests_get_clean_errors(self):
+        before = self.settle()
+        unrouted = before.get("isoscope_otlp_http_requests_unrouted_total")
+        url = f"http://127.0.0.1:{self.otlp_http_port}"
+
+        def post(path, body, content_type, method="POST"):
+            req = urllib.request.Request(url + path, data=body, method=method,
+                                         headers={"Content-Type": content_type})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.status, r.read()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read()
+
+        status, body = post("/v1/traces", b'{"resourceSpans":[]}', "application/json")
+        h.log(f"OTLP/JSON: {status} {body[:120]!r}")
+        self.assertEqual(status, 415)
+        self.assertIn(b"OTLP/JSON is not supported", body)
+        status, body = post("/v1/traces", b"\xff\xff\xff\xff garbage", "application/x-protobuf")
+        h.log(f"garbage: {status} {body[:120]!r}")
+        self.assertEqual(status, 400)
+        self.assertIn(b"not a valid protobuf message", body)
+        self.assertEqual(post("/v1/logs", b"", "application/x-protobuf")[0], 404)
+        self.assertEqual(post("/v1/traces", None, "application/x-protobuf", "GET")[0], 405)
+        self.assertAgentAlive()
+        summary, produced = self.produce("--count", 20, http=True)
+        self.assertEqual(summary["exportedOk"], 20, summary)
+        self.assertEqual(len(self.wait_arrived({p["spanId"] for p in produced}, self.collector)), 20)
+        after = self.settle()
+        self.assertEqual(after.invalid_requests - before.invalid_requests, 2, after)
+        self.assertEqual(after.get("isoscope_otlp_http_requests_unrouted_total") - unrouted, 2)
+        self.assertEqual(after.received - before.received, 20)
         self.assertTrue(after.balanced(), after)
 
     # ---- 2: bad payloads get clean errors; the agent keeps serving -------------------------------

@@ -1,8 +1,11 @@
 // Span producer for isoscope's tests: the real OpenTelemetry JS SDK (sdk-trace-node, a
-// BatchSpanProcessor and the OTLP/gRPC trace exporter), exporting to isoscope's receiver.
+// BatchSpanProcessor and the OTLP/gRPC trace exporter, or with --protocol http/protobuf the
+// OTLP/HTTP protobuf one, @opentelemetry/exporter-trace-otlp-proto, posting to
+// http://HOST:PORT/v1/traces), exporting to isoscope's receiver.
 //
 // usage: node produce.js --endpoint HOST:PORT --out FILE
 //                        (--count N | --rate SPANS_PER_S --duration S) [--service NAME]
+//                        [--protocol grpc|http/protobuf]
 // Spans come in traces of two: a SERVER root "root-<i>" and its CLIENT child "child-<i>"
 // (parent link through the API context). Every produced span is appended to FILE as
 // {"traceId","spanId","parentSpanId","name","endedAtMs"}. At the end the SDK is flushed and shut
@@ -14,7 +17,6 @@ const fs = require('fs');
 const api = require('@opentelemetry/api');
 const { NodeTracerProvider } = require('@opentelemetry/sdk-trace-node');
 const { BatchSpanProcessor } = require('@opentelemetry/sdk-trace-base');
-const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-grpc');
 const { resourceFromAttributes } = require('@opentelemetry/resources');
 
 function arg(name, dflt) {
@@ -27,6 +29,7 @@ const count = Number(arg('count', '0'));
 const rate = Number(arg('rate', '0'));
 const duration = Number(arg('duration', '0'));
 const service = arg('service', 'isoscope-otlp-test');
+const protocol = arg('protocol', 'grpc');
 if (!endpoint || !out || (!count && !(rate && duration))) {
   console.error('usage: node produce.js --endpoint HOST:PORT --out FILE (--count N | --rate R --duration S)');
   process.exit(2);
@@ -54,7 +57,19 @@ class CountingExporter {
   forceFlush() { return this.inner.forceFlush ? this.inner.forceFlush() : Promise.resolve(); }
 }
 
-const exporter = new CountingExporter(new OTLPTraceExporter({ url: `http://${endpoint}` }));
+function makeExporter() {
+  if (protocol === 'http/protobuf') {
+    const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-proto');
+    return new OTLPTraceExporter({ url: `http://${endpoint}/v1/traces` });
+  }
+  if (protocol !== 'grpc') {
+    console.error(`unknown --protocol ${protocol} (grpc, http/protobuf)`);
+    process.exit(2);
+  }
+  const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-grpc');
+  return new OTLPTraceExporter({ url: `http://${endpoint}` });
+}
+const exporter = new CountingExporter(makeExporter());
 const provider = new NodeTracerProvider({
   resource: resourceFromAttributes({ 'service.name': service }),
   spanProcessors: [new BatchSpanProcessor(exporter, {

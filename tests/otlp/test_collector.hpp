@@ -21,6 +21,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "exporters/otlp/otlp_codec.hpp"
+#include "exporters/otlp/otlp_receiver.hpp"
 #include "opentelemetry/proto/collector/metrics/v1/metrics_service.grpc.pb.h"
 #include "opentelemetry/proto/collector/trace/v1/trace_service.grpc.pb.h"
 
@@ -102,6 +103,27 @@ inline std::vector<std::string> SpanNames(const TraceRequest& req) {
   }
   return names;
 }
+
+// A receiver's sink that records the span names, peers and data points it was given.
+class RecordingSink final : public SpanSink, public MetricSink {
+ public:
+  void OnExport(TraceRequest&& req, const PeerInfo& peer) override {
+    std::lock_guard lk(mu_);
+    for (auto& n : SpanNames(req)) names.push_back(std::move(n));
+    peers.push_back(peer);
+    ++calls;
+  }
+  void OnExportMetrics(MetricsRequest&& req, const PeerInfo& peer) override {
+    std::lock_guard lk(mu_);
+    points += CountDataPoints(req);
+    peers.push_back(peer);
+  }
+  std::mutex mu_;
+  std::vector<std::string> names;
+  std::vector<PeerInfo> peers;
+  std::size_t points = 0;
+  int calls = 0;
+};
 
 // Sends raw bytes as the body of a unary call to `method` and returns the status.
 inline grpc::Status SendRaw(const std::string& target, std::string_view method,

@@ -18,31 +18,12 @@ namespace {
 
 using testing::MakePoints;
 using testing::MakeSpans;
+using testing::RecordingSink;
 using testing::SendRaw;
 using testing::SpanNames;
 
 namespace trace_v1 = opentelemetry::proto::collector::trace::v1;
 namespace metrics_v1 = opentelemetry::proto::collector::metrics::v1;
-
-class RecordingSink final : public SpanSink, public MetricSink {
- public:
-  void OnExport(TraceRequest&& req, const PeerInfo& peer) override {
-    std::lock_guard lk(mu_);
-    for (auto& n : SpanNames(req)) names.push_back(std::move(n));
-    peers.push_back(peer);
-    ++calls;
-  }
-  void OnExportMetrics(MetricsRequest&& req, const PeerInfo& peer) override {
-    std::lock_guard lk(mu_);
-    points += CountDataPoints(req);
-    peers.push_back(peer);
-  }
-  std::mutex mu_;
-  std::vector<std::string> names;
-  std::vector<PeerInfo> peers;
-  std::size_t points = 0;
-  int calls = 0;
-};
 
 grpc::Status Export(const std::string& target, const TraceRequest& req, TraceResponse* resp) {
   auto stub = trace_v1::TraceService::NewStub(
