@@ -68,6 +68,7 @@ AGENT_ARGS = [
     "agent",
     "--metrics-addr", "0.0.0.0:9464",
     "--otlp-listen", "0.0.0.0:4317",
+    "--otlp-http-listen", "0.0.0.0:4318",
     "--otlp-endpoint", "otel-collector.observability.svc:4317",
     "--otlp-metrics-interval", "0",
 ]
@@ -244,6 +245,7 @@ class KustomizeTest(unittest.TestCase):
             self.assertRegex(text, r"(?m)^\s+hostNetwork: true$")
             self.assertRegex(text, r"(?m)^\s+dnsPolicy: ClusterFirstWithHostNet$")
             self.assertRegex(text, r"(?m)^\s+- containerPort: 4317\n\s+name: otlp-grpc$")
+            self.assertRegex(text, r"(?m)^\s+- containerPort: 4318\n\s+name: otlp-http$")
             self.assertRegex(text, r"(?m)^\s+- --otlp-listen\n\s+- 0\.0\.0\.0:4317$")
             self.assertRegex(text, r"(?m)^\s+- --otlp-endpoint\n\s+- \S+:4317$")
             return
@@ -254,6 +256,7 @@ class KustomizeTest(unittest.TestCase):
         ports = {p["name"]: p for p in agent["ports"]}
         self.assertEqual(ports["otlp-grpc"]["containerPort"], 4317)
         self.assertEqual(ports["otlp-grpc"].get("protocol", "TCP"), "TCP")
+        self.assertEqual(ports["otlp-http"]["containerPort"], 4318)
         # NET_ADMIN is not needed (tracepoints only) and would reach the host netns.
         caps = agent["securityContext"]["capabilities"]
         self.assertEqual(caps["drop"], ["ALL"])
@@ -261,6 +264,7 @@ class KustomizeTest(unittest.TestCase):
         self.assertTrue({"BPF", "PERFMON", "SYS_ADMIN"} <= set(caps["add"]))
         args = agent["args"]
         self.assertEqual(args[args.index("--otlp-listen") + 1], "0.0.0.0:4317")
+        self.assertEqual(args[args.index("--otlp-http-listen") + 1], "0.0.0.0:4318")
         endpoint = args[args.index("--otlp-endpoint") + 1]
         # host:port without a scheme, on the port the example collector's OTLP/gRPC receiver uses.
         self.assertRegex(endpoint, r"^[a-z0-9.-]+:\d+$")
