@@ -288,7 +288,9 @@ int RunTrace(const TraceOptions& o) {
   }
   std::vector<std::string> drop_names;
   if (live) drop_names = KernelDropReasonNames();
-  net_evidence.SetOldDataReason(DropReasonValue(drop_names, "tcp_old_data"));
+  const std::uint16_t old_data = DropReasonValue(drop_names, "tcp_old_data");
+  net_evidence.SetOldDataReason(old_data);
+  target_net.SetOldDataReason(old_data);
 
   container::ThreadTable table([&](const container::IntervalSample& sample) {
     correlator::IntervalReport report;

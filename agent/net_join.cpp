@@ -73,7 +73,6 @@ correlator::NetworkSection TargetNetwork::Close(std::uint64_t start_ns, std::uin
       if (auto tcp = network::TcpFlowsOfPids({pid})) flows.insert(flows.end(), tcp->begin(), tcp->end());
     }
   }
-  summary_.SetOldDataReason(DropReasonValue(drop_names, "tcp_old_data"));
   summary_.SetFlows(flows);
   summary_.Begin(start_ns, end_ns);
   for (const auto& rec : pending_) summary_.Add(rec);

@@ -40,6 +40,8 @@ class TargetNetwork : public source::RecordSink {
  public:
   explicit TargetNetwork(const correlator::TargetFilter& filter) : filter_(filter) {}
   void OnRecord(const iso_rec_hdr& hdr, std::span<const std::byte> bytes) override;
+  // The kernel's value of the tcp_old_data drop reason (spurious retransmissions; 0: unknown).
+  void SetOldDataReason(std::uint16_t reason) { summary_.SetOldDataReason(reason); }
   // `pids`: the target's live processes (their TCP sockets are read from /proc); may be empty
   // (replay). `drop_names`: kernel drop reason names by value, may be empty.
   correlator::NetworkSection Close(std::uint64_t start_ns, std::uint64_t end_ns,
