@@ -82,6 +82,15 @@ static __always_inline bool is_method(const char *b)
 	       w == 0x4954504f /* "OPTI" */;
 }
 
+/* Do the len bytes of user memory at buf start with a request method? Four
+ * bytes decide, before a socket walk or the 1 KiB copy. */
+static __always_inline bool user_starts_request(__u64 buf, __s64 len)
+{
+	char m[4];
+
+	return len >= 4 && !bpf_probe_read_user(m, sizeof(m), (void *)buf) && is_method(m);
+}
+
 /* Case-insensitive match of `lit` (lower case) at p. */
 #define ISO_MATCH_CI(p, lit)                                                            \
 	({                                                                              \
@@ -331,17 +340,12 @@ static __always_inline int on_exit(__s64 ret)
 	rcvq_close(sk, key, ret, id, task);
 
 	/* A read that continues no request head and does not start one (most
-	 * reads: bodies, bulk data) is decided by four bytes, before the 1 KiB
-	 * copy. */
+	 * reads: bodies, bulk data) stops here. */
 	reads = bpf_map_lookup_elem(&http_heads, &key);
-	if (reads) {
+	if (reads)
 		read_index = *reads;
-	} else {
-		char m[4];
-
-		if (ret < 4 || bpf_probe_read_user(m, sizeof(m), (void *)buf) || !is_method(m))
-			return 0;
-	}
+	else if (!user_starts_request(buf, ret))
+		return 0;
 	s = bpf_map_lookup_elem(&http_scratch, &zero);
 	if (!s)
 		return 0;
@@ -382,14 +386,9 @@ static __always_inline int on_write(__s64 ret, __u32 fd, __u64 buf, __s64 len)
 
 	if (ret <= 0 || (filter_tgid && (id >> 32) != filter_tgid))
 		return 0;
-	/* Most writes are not request heads: four bytes decide before the
-	 * socket walk and the 1 KiB copy. */
-	{
-		char m[4];
-
-		if (len < 4 || ret < 4 || bpf_probe_read_user(m, sizeof(m), (void *)buf) || !is_method(m))
-			return 0;
-	}
+	/* Most writes are not request heads. */
+	if (ret < 4 || !user_starts_request(buf, len))
+		return 0;
 	task = bpf_get_current_task_btf();
 	sk = fd_sock(task, fd);
 	if (!sk || BPF_CORE_READ(sk, sk_protocol) != ISO_IPPROTO_TCP)
