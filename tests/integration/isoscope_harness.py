@@ -37,6 +37,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("ISOSCOPE_BIN") or REPO / "build" / "isoscope")
 WORKLOADS = Path(os.environ.get("ISOSCOPE_WORKLOADS") or REPO / "build" / "workloads")
+# The OTLP test peers (tests/otlp) and the npm packages they run with, installed once per build
+# tree by tests/otlp/node_env.py.
+OTLP_DIR = REPO / "tests" / "otlp"
+NODE_DIR = Path(os.environ.get("ISOSCOPE_OTLP_NODE_DIR") or BIN.parent / "otlp-node")
 
 SKIP_EXIT_CODE = 77
 
@@ -705,7 +709,7 @@ def start_collector(env, out_path, port, node="node", procs=None, cgroups=(), ti
     (with `env` from node_env.node_env()), and waits until it prints {"listening": port}.
     With `procs` (a Processes) it is started through it, inside `cgroups`. Returns the Popen; on
     failure the collector is stopped before the error is raised."""
-    argv = [node, str(REPO / "tests" / "otlp" / "collector.js"), "--port", str(port),
+    argv = [node, str(OTLP_DIR / "collector.js"), "--port", str(port),
             "--out", str(out_path)]
     if procs is not None:
         proc = procs.start(argv, cgroups=cgroups, env=env, stdout=subprocess.PIPE,
@@ -756,3 +760,32 @@ def start_agent(args, log_path, metrics_port, procs=None, cgroups=(), stop_grace
         log_file.close()
         raise
     return proc, log_file
+
+
+def start_span_pipeline(cls, prefix, agent_args):
+    """The span tests' class fixture: the pinned npm packages (cls.env), a temporary directory
+    (cls.tmp), a process registry (cls.procs), an independent upstream collector
+    (tests/otlp/collector.js on cls.upstream_port, decoded exports in cls.collector_out) and the
+    agent with its OTLP/gRPC receiver on cls.otlp_port forwarding to that collector, /metrics on
+    cls.metrics_port, plus `agent_args` (cls.agent, cls.agent_log). Everything is stopped by class
+    cleanups, also when set-up fails half-way."""
+    if str(OTLP_DIR) not in sys.path:
+        sys.path.insert(0, str(OTLP_DIR))
+    import node_env  # pylint: disable=import-outside-toplevel
+
+    node_env.ensure(NODE_DIR)
+    cls.env = node_env.node_env(NODE_DIR)
+    cls.tmp = tempfile.mkdtemp(prefix=prefix)
+    cls.procs = Processes()
+    cls.addClassCleanup(cls.procs.kill_all)
+    cls.metrics_port, cls.otlp_port, cls.upstream_port = free_port(), free_port(), free_port()
+    cls.collector_out = os.path.join(cls.tmp, "upstream.jsonl")
+    cls.collector = start_collector(cls.env, cls.collector_out, cls.upstream_port)
+    cls.addClassCleanup(stop, cls.collector)
+    cls.agent, cls.agent_log = start_agent(
+        ["--metrics-addr", f"127.0.0.1:{cls.metrics_port}",
+         "--otlp-listen", f"127.0.0.1:{cls.otlp_port}",
+         "--otlp-endpoint", f"127.0.0.1:{cls.upstream_port}"] + list(agent_args),
+        os.path.join(cls.tmp, "agent.log"), cls.metrics_port)
+    cls.addClassCleanup(cls.agent_log.close)
+    cls.addClassCleanup(stop, cls.agent, 30)

@@ -89,8 +89,7 @@ import isoscope_harness as h  # noqa: E402
 import netns_topology as nt  # noqa: E402
 import node_env  # noqa: E402
 
-OTLP_DIR = HERE.parent / "otlp"
-NODE_DIR = Path(os.environ.get("ISOSCOPE_OTLP_NODE_DIR") or h.BIN.parent / "otlp-node")
+OTLP_DIR, NODE_DIR = h.OTLP_DIR, h.NODE_DIR
 DROP_OBJ = Path(os.environ.get("ISOSCOPE_NET_DROP_OBJ") or h.BIN.parent / "network" / "drop.bpf.o")
 NODE = "/usr/bin/node" if os.path.exists("/usr/bin/node") else "node"
 

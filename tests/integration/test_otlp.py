@@ -40,8 +40,7 @@ sys.path.insert(0, str(HERE.parent / "otlp"))
 import isoscope_harness as h  # noqa: E402
 import node_env  # noqa: E402
 
-OTLP_DIR = HERE.parent / "otlp"
-NODE_DIR = Path(os.environ.get("ISOSCOPE_OTLP_NODE_DIR") or h.BIN.parent / "otlp-node")
+OTLP_DIR, NODE_DIR = h.OTLP_DIR, h.NODE_DIR
 QUEUE = 1000  # --otlp-queue
 TRACE_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 GRPC_OK, GRPC_INVALID_ARGUMENT, GRPC_RESOURCE_EXHAUSTED = 0, 3, 8

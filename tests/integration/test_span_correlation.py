@@ -23,7 +23,6 @@ import os
 import secrets
 import subprocess
 import sys
-import tempfile
 import time
 import unittest
 import urllib.request
@@ -31,13 +30,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "otlp"))
 
 import isoscope_harness as h  # noqa: E402
-import node_env  # noqa: E402
 
-OTLP_DIR = HERE.parent / "otlp"
-NODE_DIR = Path(os.environ.get("ISOSCOPE_OTLP_NODE_DIR") or h.BIN.parent / "otlp-node")
+OTLP_DIR = h.OTLP_DIR
 
 REQUESTS = int(os.environ.get("ISOSCOPE_SPAN_REQUESTS", "40"))
 WARMUP = 3            # requests per server before the measured ones (JIT, lazy loading)
@@ -64,27 +60,9 @@ def traceparent():
 class SpanCorrelation(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        node_env.ensure(NODE_DIR)
-        cls.env = node_env.node_env(NODE_DIR)
-        cls.tmp = tempfile.mkdtemp(prefix="isoscope-spancorr-")
-        cls.procs = h.Processes()
-        cls.addClassCleanup(cls.procs.kill_all)
-        cls.metrics_port, cls.otlp_port, cls.upstream_port = h.free_port(), h.free_port(), h.free_port()
-
-        # Upstream collector.
-        cls.collector_out = os.path.join(cls.tmp, "upstream.jsonl")
-        cls.collector = h.start_collector(cls.env, cls.collector_out, cls.upstream_port)
-        cls.addClassCleanup(h.stop, cls.collector)
-
-        # The agent.
-        cls.agent, cls.agent_log = h.start_agent(
-            ["--metrics-addr", f"127.0.0.1:{cls.metrics_port}",
-             "--otlp-listen", f"127.0.0.1:{cls.otlp_port}",
-             "--otlp-endpoint", f"127.0.0.1:{cls.upstream_port}",
-             "--interval", "1", "--child-span-min-ms", str(CHILD_MIN_MS)],
-            os.path.join(cls.tmp, "agent.log"), cls.metrics_port)
-        cls.addClassCleanup(cls.agent_log.close)
-        cls.addClassCleanup(h.stop, cls.agent, 30)
+        # Upstream collector and the agent.
+        h.start_span_pipeline(cls, "isoscope-spancorr-",
+                              ["--interval", "1", "--child-span-min-ms", str(CHILD_MIN_MS)])
         h.log(f"agent ready: OTLP on {cls.otlp_port}, metrics on {cls.metrics_port}")
 
         # The servers: one throttled (cpu quota), one healthy.

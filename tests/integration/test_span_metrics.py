@@ -20,14 +20,12 @@ Needs root and BPF; exits 77 when BPF is unavailable. The npm packages come from
 ISOSCOPE_OTLP_NODE_DIR, or are installed into <build>/otlp-node by tests/otlp/node_env.py.
 """
 
-import os
 import re
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import unittest
 import urllib.request
@@ -35,13 +33,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "otlp"))
 
 import isoscope_harness as h  # noqa: E402
-import node_env  # noqa: E402
 
-OTLP_DIR = HERE.parent / "otlp"
-NODE_DIR = Path(os.environ.get("ISOSCOPE_OTLP_NODE_DIR") or h.BIN.parent / "otlp-node")
+OTLP_DIR = h.OTLP_DIR
 
 REQUESTS = 15
 WARMUP = 3  # first requests (JIT, lazy loading): sent, not required to bind to their thread
@@ -71,26 +66,8 @@ def parse_metrics(text):
 class SpanMetrics(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        node_env.ensure(NODE_DIR)
-        cls.env = node_env.node_env(NODE_DIR)
-        cls.tmp = tempfile.mkdtemp(prefix="isoscope-spanmetrics-")
-        cls.procs = h.Processes()
-        cls.addClassCleanup(cls.procs.kill_all)
-        cls.metrics_port, cls.otlp_port, cls.upstream_port = h.free_port(), h.free_port(), h.free_port()
-
-        cls.collector_out = os.path.join(cls.tmp, "upstream.jsonl")
-        cls.collector = h.start_collector(cls.env, cls.collector_out, cls.upstream_port)
-        cls.addClassCleanup(h.stop, cls.collector)
-
-        cls.agent, cls.agent_log = h.start_agent(
-            ["--metrics-addr", f"127.0.0.1:{cls.metrics_port}",
-             "--otlp-listen", f"127.0.0.1:{cls.otlp_port}",
-             "--otlp-endpoint", f"127.0.0.1:{cls.upstream_port}",
-             "--otlp-metrics-interval", "1",
-             "--interval", "1"],
-            os.path.join(cls.tmp, "agent.log"), cls.metrics_port)
-        cls.addClassCleanup(cls.agent_log.close)
-        cls.addClassCleanup(h.stop, cls.agent, 30)
+        h.start_span_pipeline(cls, "isoscope-spanmetrics-",
+                              ["--otlp-metrics-interval", "1", "--interval", "1"])
 
         cls.cg = h.cgroup("cpu")
         cls.addClassCleanup(cls.cg.destroy)
