@@ -41,7 +41,7 @@ format:
 	clang-format -i $$(git ls-files '*.cpp' '*.hpp' '*.h' '*.c')
 
 tidy: build
-	clang-tidy -p $(BUILD) $$(git ls-files 'agent/*.cpp' 'collectors/*.cpp' 'correlator/*.cpp' 'exporters/*.cpp')
+	clang-tidy -p $(BUILD) $$(git ls-files 'common/*.cpp' 'agent/*.cpp' 'collectors/*.cpp' 'correlator/*.cpp' 'exporters/*.cpp')
 
 clean:
 	rm -rf $(BUILD) $(BUILD_SAN)

@@ -5,22 +5,33 @@
 
 #include <spdlog/spdlog.h>
 
-#include "cgroup_resolver.hpp"
+#include "agent/commands.hpp"
+#include "agent/live_source.hpp"
 #include "collectors/container/thread_table.hpp"
-#include "commands.hpp"
 #include "correlator/aggregate.hpp"
+#include "correlator/cgroup_resolver.hpp"
+#include "correlator/net_join.hpp"
+#include "correlator/peer_resolver.hpp"
+#include "correlator/span_enricher.hpp"
 #include "exporters/otlp/otlp_metrics_bridge.hpp"
 #include "exporters/otlp/otlp_pipeline.hpp"
-#include "exporters/prometheus/prometheus_exporter.hpp"
 #include "exporters/prometheus/network_metrics.hpp"
+#include "exporters/prometheus/prometheus_exporter.hpp"
 #include "exporters/prometheus/request_metrics.hpp"
-#include "live_source.hpp"
-#include "net_join.hpp"
-#include "peer_resolver.hpp"
-#include "span_enricher.hpp"
 
 namespace isoscope {
 namespace {
+
+using correlator::CgroupResolver;
+using correlator::DropReasonValue;
+using correlator::EnrichOptions;
+using correlator::EnrichSpans;
+using correlator::EnrichStats;
+using correlator::MakeNetLookup;
+using correlator::NetworkObserver;
+using correlator::PeerResolver;
+using correlator::SpanObserver;
+using correlator::SpanOutcome;
 
 // Evidence forgotten early to respect memory bounds: a loss, counted with the others.
 struct EvidenceLosses {
@@ -28,7 +39,7 @@ struct EvidenceLosses {
   std::uint64_t network_evicted = 0;
 };
 
-exporters::SelfStats CollectSelfStats(const source::SourceStats& s, const ContainerProbes& probes,
+exporters::SelfStats CollectSelfStats(const source::SourceStats& s, const Probes& probes,
                                       const EvidenceLosses& evidence) {
   exporters::SelfStats out;
   for (std::uint16_t k = 1; k < ISO_REC_KIND_MAX; ++k) {
@@ -175,7 +186,7 @@ int RunAgent(const AgentOptions& o) {
   lo.max_threads = o.common.max_threads;
   lo.no_optional = o.common.no_optional_probes;
   lo.no_tp_btf = o.common.no_tp_btf;
-  auto probes = ContainerProbes::Open(lo, prober);
+  auto probes = Probes::Open(lo, prober);
   if (!probes) {
     // Keep serving self-metrics so the failure is visible to monitoring, but
     // say clearly that no evidence will come.

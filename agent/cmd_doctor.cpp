@@ -11,13 +11,16 @@
 #include <bpf/btf.h>
 #include <nlohmann/json.hpp>
 
-#include "commands.hpp"
-#include "features.hpp"
-#include "loader.hpp"
-#include "net_devices.hpp"
+#include "agent/commands.hpp"
+#include "agent/features.hpp"
+#include "agent/loader.hpp"
+#include "collectors/network/net_devices.hpp"
 
 namespace isoscope {
 namespace {
+
+using network::IsParavirtDriver;
+using network::ListHostNics;
 
 struct LayerStatus {
   std::string layer;
@@ -123,7 +126,7 @@ int RunDoctor(const DoctorOptions& o) {
   }
 
   // Load and attach for real: the only honest answer to "does it work here".
-  auto probes = ContainerProbes::Open(LoadOptions{}, prober);
+  auto probes = Probes::Open(LoadOptions{}, prober);
   out["programs"] = nlohmann::json::array();
   std::vector<ProgramState> states;
   if (probes) {

@@ -1,7 +1,6 @@
 // isoscope trace / isoscope record.
 #include <signal.h>
 #include <sys/stat.h>
-
 #include <cerrno>
 #include <cstdio>
 #include <filesystem>
@@ -10,19 +9,28 @@
 
 #include <spdlog/spdlog.h>
 
+#include "agent/commands.hpp"
+#include "agent/live_source.hpp"
 #include "collectors/container/thread_table.hpp"
 #include "collectors/identity/cgroup_identity.hpp"
-#include "commands.hpp"
+#include "common/fs.hpp"
 #include "correlator/aggregate.hpp"
+#include "correlator/net_join.hpp"
 #include "exporters/json/trace_json.hpp"
 #include "exporters/otlp/otlp_pipeline.hpp"
 #include "exporters/table/trace_table.hpp"
-#include "live_source.hpp"
-#include "net_join.hpp"
-#include "util/fs.hpp"
 
 namespace isoscope {
 namespace {
+
+using correlator::DropReasonValue;
+using correlator::EnrichOptions;
+using correlator::EnrichSpans;
+using correlator::EnrichStats;
+using correlator::MakeNetLookup;
+using correlator::RequestLog;
+using correlator::SpanOutcome;
+using correlator::TargetNetwork;
 
 void OnStopSignal(int /*sig*/) { LiveSource::RequestStop(); }
 
@@ -127,7 +135,7 @@ std::variant<Target, TargetError> ResolveTarget(std::int32_t pid, const std::str
 
 // Threads of a process as the seed for the tasks map, with their cgroup ids.
 void AddProcessThreads(std::int32_t pid, const identity::CgroupMounts& m,
-                       std::vector<ContainerProbes::SeedThread>& out) {
+                       std::vector<Probes::SeedThread>& out) {
   std::uint64_t v2 = 0;
   std::uint64_t v1 = 0;
   if (auto cg = identity::ReadProcCgroup(pid)) {
@@ -144,7 +152,7 @@ void AddProcessThreads(std::int32_t pid, const identity::CgroupMounts& m,
   }
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid), ec)) {
-    ContainerProbes::SeedThread t;
+    Probes::SeedThread t;
     try {
       t.tid = static_cast<std::uint32_t>(std::stoul(e.path().filename().string()));
     } catch (...) {
@@ -195,10 +203,10 @@ Result<std::unique_ptr<source::EventSource>> OpenSource(const CommonOptions& c, 
   lo.max_threads = c.max_threads;
   lo.no_optional = c.no_optional_probes;
   lo.no_tp_btf = c.no_tp_btf;
-  auto probes = ContainerProbes::Open(lo, prober);
+  auto probes = Probes::Open(lo, prober);
   if (!probes) return probes.error();
   if (!seed.empty()) {
-    std::vector<ContainerProbes::SeedThread> threads;
+    std::vector<Probes::SeedThread> threads;
     auto mounts = identity::ReadMounts();
     for (std::int32_t p : seed) AddProcessThreads(p, mounts ? *mounts : identity::CgroupMounts{}, threads);
     const std::size_t added = (*probes)->Seed(threads, source::BootNs());

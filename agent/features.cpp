@@ -1,9 +1,9 @@
-#include "features.hpp"
+#include "agent/features.hpp"
 
+#include <linux/bpf.h>
 #include <sys/mount.h>
 #include <sys/utsname.h>
 #include <unistd.h>
-
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -12,11 +12,10 @@
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <fmt/format.h>
-#include <linux/bpf.h>
 #include <spdlog/spdlog.h>
 
 #include "collectors/identity/cgroup_identity.hpp"
-#include "util/fs.hpp"
+#include "common/fs.hpp"
 
 namespace isoscope {
 namespace {

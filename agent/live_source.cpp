@@ -1,4 +1,4 @@
-#include "live_source.hpp"
+#include "agent/live_source.hpp"
 
 #include <cerrno>
 #include <cstring>
@@ -15,7 +15,7 @@ std::atomic<bool> LiveSource::stop_{false};
 
 void LiveSource::RequestStop() { stop_.store(true); }
 
-Result<std::unique_ptr<LiveSource>> LiveSource::Create(std::unique_ptr<ContainerProbes> probes,
+Result<std::unique_ptr<LiveSource>> LiveSource::Create(std::unique_ptr<Probes> probes,
                                                        Options options) {
   auto src = std::unique_ptr<LiveSource>(new LiveSource());
   src->probes_ = std::move(probes);

@@ -7,8 +7,8 @@
 #include <chrono>
 #include <memory>
 
+#include "agent/loader.hpp"
 #include "collectors/source/event_source.hpp"
-#include "loader.hpp"
 
 struct ring_buffer;
 
@@ -21,7 +21,7 @@ class LiveSource : public source::EventSource {
     std::chrono::milliseconds consume_period{100};
     std::chrono::milliseconds duration{0};  // 0: until Stop()
   };
-  static Result<std::unique_ptr<LiveSource>> Create(std::unique_ptr<ContainerProbes> probes,
+  static Result<std::unique_ptr<LiveSource>> Create(std::unique_ptr<Probes> probes,
                                                     Options options);
   ~LiveSource() override;
 
@@ -30,7 +30,7 @@ class LiveSource : public source::EventSource {
   std::string Describe() const override { return "live BPF"; }
   // Safe from a signal handler: ends the current interval early and the source.
   static void RequestStop();
-  const ContainerProbes& probes() const { return *probes_; }
+  const Probes& probes() const { return *probes_; }
 
  private:
   LiveSource() = default;
@@ -39,7 +39,7 @@ class LiveSource : public source::EventSource {
   int Drain(source::RecordSink& sink);
   void Snapshot(source::RecordSink& sink);
 
-  std::unique_ptr<ContainerProbes> probes_;
+  std::unique_ptr<Probes> probes_;
   Options options_;
   ring_buffer* ring_ = nullptr;
   source::RecordSink* current_sink_ = nullptr;

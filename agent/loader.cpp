@@ -1,4 +1,4 @@
-#include "loader.hpp"
+#include "agent/loader.hpp"
 
 #include <sys/stat.h>
 #include <sys/utsname.h>
@@ -17,13 +17,16 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "collectors/network/net_devices.hpp"
 #include "isoscope.skel.h"
-#include "net_devices.hpp"
 
 namespace isoscope {
 namespace {
 
-// rodata paravirt_ifindex slots (ISO_NET_PARAVIRT_DEVS in bpf/net.bpf.c).
+using network::ListHostNics;
+using network::ParavirtIfindexes;
+
+// rodata paravirt_ifindex slots (ISO_NET_PARAVIRT_DEVS in bpf/network.bpf.c).
 constexpr std::size_t kMaxParavirtNics = 8;
 
 // One attempt: open, configure, load, attach the programs whose state has no
@@ -100,8 +103,7 @@ Result<isoscope_bpf*> TryLoad(const LoadOptions& o, std::vector<ProgramState>& p
 
 }  // namespace
 
-Result<std::unique_ptr<ContainerProbes>> ContainerProbes::Open(const LoadOptions& options,
-                                                               FeatureProber& prober) {
+Result<std::unique_ptr<Probes>> Probes::Open(const LoadOptions& options, FeatureProber& prober) {
   EnsureTracefs();
   for (Feature f : {Feature::kBtf, Feature::kRingBuf, Feature::kBootClock}) {
     FeatureStatus s = prober.Probe(f);
@@ -140,8 +142,8 @@ Result<std::unique_ptr<ContainerProbes>> ContainerProbes::Open(const LoadOptions
     programs.push_back({d.spec, false, reason});
   }
 
-  auto finish = [&](isoscope_bpf* skel, std::vector<ProgramState> states)
-      -> Result<std::unique_ptr<ContainerProbes>> {
+  auto finish = [&](isoscope_bpf* skel,
+                    std::vector<ProgramState> states) -> Result<std::unique_ptr<Probes>> {
     for (const auto& p : states) {
       if (p.spec->optional) continue;
       bool group_ok = false;
@@ -151,7 +153,7 @@ Result<std::unique_ptr<ContainerProbes>> ContainerProbes::Open(const LoadOptions
         return MakeError("required probe {} could not be attached: {}", p.spec->group, p.reason);
       }
     }
-    auto probes = std::unique_ptr<ContainerProbes>(new ContainerProbes());
+    auto probes = std::unique_ptr<Probes>(new Probes());
     probes->skel_ = skel;
     probes->drop_reason_names_ = KernelDropReasonNames();
     probes->paravirt_ifindex_ = *opts.paravirt_ifindex;
@@ -231,16 +233,16 @@ Result<std::unique_ptr<ContainerProbes>> ContainerProbes::Open(const LoadOptions
   return finish(*skel, std::move(base));
 }
 
-ContainerProbes::~ContainerProbes() { isoscope_bpf__destroy(skel_); }
+Probes::~Probes() { isoscope_bpf__destroy(skel_); }
 
-bool ContainerProbes::ProgramAttached(const std::string& group) const {
+bool Probes::ProgramAttached(const std::string& group) const {
   for (const auto& p : programs_) {
     if (p.spec->group == group && p.attached) return true;
   }
   return false;
 }
 
-std::size_t ContainerProbes::Seed(const std::vector<SeedThread>& threads, std::uint64_t now_ns) {
+std::size_t Probes::Seed(const std::vector<SeedThread>& threads, std::uint64_t now_ns) {
   std::size_t added = 0;
   for (const auto& t : threads) {
     iso_thread_totals v{};
@@ -257,10 +259,10 @@ std::size_t ContainerProbes::Seed(const std::vector<SeedThread>& threads, std::u
   return added;
 }
 
-int ContainerProbes::tasks_fd() const { return bpf_map__fd(skel_->maps.tasks); }
-int ContainerProbes::events_fd() const { return bpf_map__fd(skel_->maps.events); }
+int Probes::tasks_fd() const { return bpf_map__fd(skel_->maps.tasks); }
+int Probes::events_fd() const { return bpf_map__fd(skel_->maps.events); }
 
-std::vector<std::uint64_t> ContainerProbes::ReadStats() const {
+std::vector<std::uint64_t> Probes::ReadStats() const {
   std::vector<std::uint64_t> out(ISO_STAT_MAX, 0);
   const int ncpu = libbpf_num_possible_cpus();
   if (ncpu <= 0) return out;
@@ -273,7 +275,7 @@ std::vector<std::uint64_t> ContainerProbes::ReadStats() const {
   return out;
 }
 
-std::vector<ProgramRunStats> ContainerProbes::ReadRunStats() const {
+std::vector<ProgramRunStats> Probes::ReadRunStats() const {
   std::vector<ProgramRunStats> out;
   for (const auto& p : programs_) {
     ProgramRunStats s{p.spec->name, p.attached, 0, 0};
@@ -291,7 +293,7 @@ std::vector<ProgramRunStats> ContainerProbes::ReadRunStats() const {
   return out;
 }
 
-std::vector<DropReasonCount> ContainerProbes::ReadDropReasons() const {
+std::vector<DropReasonCount> Probes::ReadDropReasons() const {
   std::vector<DropReasonCount> out;
   const int ncpu = libbpf_num_possible_cpus();
   if (ncpu <= 0) return out;

@@ -1,7 +1,9 @@
-// Loads the BPF object (bpf/container.bpf.c + bpf/http.bpf.c, linked; via its
-// generated skeleton), switching programs
-// on and off from the program table and the feature prober, and attaches
-// them. Destroying the object detaches everything.
+// Loads the BPF object of every layer (bpf/*.bpf.c — container, network, trace context — linked
+// into one object with one ring buffer, one stats map and one set of settings; via its generated
+// skeleton), switching programs on and off from the program table (agent/programs.cpp) and the
+// feature prober, and attaches them. Destroying the object detaches everything. A new layer adds
+// its program file, its rows of the program table and its settings here; it gets no loader of its
+// own.
 #pragma once
 
 #include <cstdint>
@@ -10,9 +12,9 @@
 #include <string>
 #include <vector>
 
-#include "features.hpp"
-#include "programs.hpp"
-#include "util/result.hpp"
+#include "agent/features.hpp"
+#include "agent/programs.hpp"
+#include "common/result.hpp"
 
 struct isoscope_bpf;
 
@@ -27,7 +29,7 @@ struct LoadOptions {
   bool no_optional = false;                // switch every optional program off
   bool no_tp_btf = false;                  // use the raw_tp alternatives (fallback path)
   std::uint32_t max_head_reads = 4;        // reads of one HTTP request head scanned for traceparent
-  // Network slices (bpf/net.bpf.c, docs/network.md). The intervals' threshold
+  // Network slices (bpf/network.bpf.c, docs/network.md). The intervals' threshold
   // (rodata net_min_ns) is stream_min_ns. The host netns (rodata
   // host_netns_ino) is the inode of /proc/self/ns/net unless given here.
   bool network = true;                     // false: network programs off, rodata net_enabled = 0
@@ -60,13 +62,12 @@ struct ProgramRunStats {
   std::uint64_t run_cnt = 0;
 };
 
-class ContainerProbes {
+class Probes {
  public:
-  static Result<std::unique_ptr<ContainerProbes>> Open(const LoadOptions& options,
-                                                       FeatureProber& prober);
-  ~ContainerProbes();
-  ContainerProbes(const ContainerProbes&) = delete;
-  ContainerProbes& operator=(const ContainerProbes&) = delete;
+  static Result<std::unique_ptr<Probes>> Open(const LoadOptions& options, FeatureProber& prober);
+  ~Probes();
+  Probes(const Probes&) = delete;
+  Probes& operator=(const Probes&) = delete;
 
   const std::vector<ProgramState>& programs() const { return programs_; }
   bool ProgramAttached(const std::string& group) const;
@@ -97,7 +98,7 @@ class ContainerProbes {
   const std::vector<std::uint32_t>& paravirt_ifindex() const { return paravirt_ifindex_; }
 
  private:
-  ContainerProbes() = default;
+  Probes() = default;
   isoscope_bpf* skel_ = nullptr;
   std::vector<ProgramState> programs_;
   std::vector<std::string> drop_reason_names_;  // index: enum skb_drop_reason value

@@ -1,8 +1,8 @@
 // isoscope: which isolation layer made it slow.
 #include <CLI/CLI.hpp>
 
-#include "commands.hpp"
-#include "util/log.hpp"
+#include "agent/commands.hpp"
+#include "common/log.hpp"
 
 int main(int argc, char** argv) {
   using namespace isoscope;

@@ -1,4 +1,4 @@
-#include "programs.hpp"
+#include "agent/programs.hpp"
 
 #include <set>
 

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "features.hpp"
+#include "agent/features.hpp"
 #include "isoscope/abi.hpp"
 
 namespace isoscope {

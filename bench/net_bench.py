@@ -19,7 +19,7 @@ Per window (BENCH_NET_DURATION s, default 5): iperf3's received bits/s and retra
 packets/s on the client's veth (/sys/class/net/*/statistics, rx+tx, read inside the netns);
 the tracer's user+system CPU (/proc/PID/stat) as % of one core; with kernel.bpf_stats_enabled,
 run_time_ns/run_cnt deltas of the programs the tracer owns (/proc/PID/fdinfo): for isoscope
-also of its network programs alone (names starting iso_net or iso_tcp: bpf/net.bpf.c; when the
+also of its network programs alone (names starting iso_net or iso_tcp: bpf/network.bpf.c; when the
 agent loads none, the report says so), so ns/event per program and BPF ns per packet.
 
 The namespaces are removed on every exit path. Needs root, iperf3, ip, bpftrace, bpftool.
@@ -288,7 +288,7 @@ def main() -> int:
             L.append(f"- {cfg} `{n}`: {ns_ / cnt:.1f} ns/run, {cnt:,} runs")
     iso_net = [n for (cfg, n) in agg if cfg == "isoscope" and n.startswith(("iso_net", "iso_tcp"))]
     if not iso_net:
-        L.append("\nThe agent loaded no program named iso_net*/iso_tcp* (bpf/net.bpf.c not in this "
+        L.append("\nThe agent loaded no program named iso_net*/iso_tcp* (bpf/network.bpf.c not in this "
                  "build yet): the isoscope row is the cost of its other programs under this load.")
     report = "\n".join(L) + "\n"
     print(report)

@@ -23,7 +23,6 @@
 // timed (the agent gets them from the decoder).
 #include <pthread.h>
 #include <time.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -36,9 +35,9 @@
 #include <thread>
 #include <vector>
 
-#include "agent/span_enricher.hpp"
+#include "collectors/otlp/otlp_codec.hpp"
+#include "correlator/span_enricher.hpp"
 #include "correlator/span_join.hpp"
-#include "exporters/otlp/otlp_codec.hpp"
 #include "tests/testing/event_builder.hpp"
 
 namespace {

@@ -24,6 +24,8 @@
 #include "isoscope/task.bpf.h"
 #include "isoscope/abi.h"
 #include "isoscope/maps.bpf.h"
+#include "isoscope/record.bpf.h"
+#include "isoscope/hook.bpf.h"
 
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
@@ -101,20 +103,6 @@ static __always_inline void set_segment(struct iso_thread_totals *st, __u64 now,
 	st->seg_cause = st->reclaim_depth ? ISO_CAUSE_CONTAINER_MEMORY_RECLAIM : cause;
 }
 
-static __always_inline void fill_hdr(struct iso_rec_hdr *h, __u16 kind, __u16 size, __u32 tid,
-				     const struct iso_thread_totals *st, __u64 now)
-{
-	h->kind = kind;
-	h->size = size;
-	h->abi_version = ISO_ABI_VERSION;
-	h->flags = 0;
-	h->tgid = st->tgid;
-	h->tid = tid;
-	h->ts_ns = now;
-	h->cgroup_v2_id = st->cgroup_v2_id;
-	h->cgroup_v1_cpu_id = st->cgroup_v1_cpu_id;
-}
-
 static __always_inline void stream_delay(const struct iso_thread_totals *st, __u32 tid, __u64 start,
 					 __u64 now, __u32 cause)
 {
@@ -122,12 +110,11 @@ static __always_inline void stream_delay(const struct iso_thread_totals *st, __u
 
 	if (cause == ISO_CAUSE_APP_ON_CPU || now - start < stream_min_ns)
 		return;
-	rec = bpf_ringbuf_reserve(&events, sizeof(*rec), 0);
-	if (!rec) {
-		iso_percpu_inc(&stats, ISO_STAT_RB_RESERVE_FAILED);
+	rec = iso_reserve(&events, &stats, sizeof(*rec));
+	if (!rec)
 		return;
-	}
-	fill_hdr(&rec->hdr, ISO_REC_DELAY, sizeof(*rec), tid, st, now);
+	iso_fill_hdr(&rec->hdr, ISO_REC_DELAY, sizeof(*rec), st->tgid, tid, now, st->cgroup_v2_id,
+		     st->cgroup_v1_cpu_id);
 	rec->start_ns = start;
 	rec->cause = cause;
 	rec->cpu = bpf_get_smp_processor_id();
@@ -246,13 +233,12 @@ static __always_inline void on_exit(struct task_struct *p)
 		return;
 	now = bpf_ktime_get_boot_ns();
 	set_segment(st, now, ISO_CAUSE_APP_ON_CPU);
-	rec = bpf_ringbuf_reserve(&events, sizeof(*rec), 0);
+	rec = iso_reserve(&events, &stats, sizeof(*rec));
 	if (rec) {
-		fill_hdr(&rec->hdr, ISO_REC_THREAD_EXIT, sizeof(*rec), tid, st, now);
+		iso_fill_hdr(&rec->hdr, ISO_REC_THREAD_EXIT, sizeof(*rec), st->tgid, tid, now,
+			     st->cgroup_v2_id, st->cgroup_v1_cpu_id);
 		__builtin_memcpy(&rec->t, st, sizeof(rec->t));
 		bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
-	} else {
-		iso_percpu_inc(&stats, ISO_STAT_RB_RESERVE_FAILED);
 	}
 	bpf_map_delete_elem(&tasks, &tid);
 }
@@ -296,13 +282,7 @@ static __always_inline void on_unthrottle(struct cfs_rq *cfs_rq)
 	bpf_map_update_elem(&unthrottle_ts, &key, &now, BPF_ANY);
 }
 
-/* One hook, two attach types: tp_btf/<tp> (btf = true: direct loads) and
- * raw_tp/<tp> (btf = false: probe reads). */
-#define ISO_HOOK(tp, fn, args, body)                                                           \
-	SEC("tp_btf/" #tp) int BPF_PROG(fn##_btf, args) { const bool btf = true; (void)btf; body; return 0; } \
-	SEC("raw_tp/" #tp) int BPF_PROG(fn##_raw, args) { const bool btf = false; (void)btf; body; return 0; }
-#define ISO_ARGS(...) __VA_ARGS__
-
+/* One hook, two attach types (ISO_HOOK, hook.bpf.h). */
 ISO_HOOK(sched_switch, iso_sched_switch,
 	 ISO_ARGS(bool preempt, struct task_struct *prev, struct task_struct *next),
 	 on_switch(preempt, prev, next, btf))

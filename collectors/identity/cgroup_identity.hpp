@@ -20,7 +20,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "util/result.hpp"
+#include "common/result.hpp"
 
 namespace isoscope::identity {
 

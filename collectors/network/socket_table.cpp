@@ -1,7 +1,5 @@
 #include "collectors/network/socket_table.hpp"
 
-#include "util/fs.hpp"
-
 #include <dirent.h>
 #include <unistd.h>
 #include <algorithm>
@@ -12,6 +10,8 @@
 #include <iterator>
 #include <set>
 #include <sstream>
+
+#include "common/fs.hpp"
 
 namespace isoscope::network {
 namespace {

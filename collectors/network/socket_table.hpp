@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "collectors/network/flow.hpp"
-#include "util/result.hpp"
+#include "common/result.hpp"
 
 namespace isoscope::network {
 

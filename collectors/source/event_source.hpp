@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "common/result.hpp"
 #include "isoscope/abi.hpp"
-#include "util/result.hpp"
 
 namespace isoscope::source {
 

@@ -26,8 +26,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/result.hpp"
 #include "correlator/breakdown.hpp"
-#include "util/result.hpp"
 
 namespace isoscope::exporters {
 

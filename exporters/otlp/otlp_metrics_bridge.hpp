@@ -32,9 +32,9 @@
 
 #include <prometheus/metric_family.h>
 
-#include "exporters/otlp/otlp_codec.hpp"
+#include "collectors/otlp/otlp_codec.hpp"
+#include "common/result.hpp"
 #include "exporters/otlp/otlp_exporter.hpp"
-#include "util/result.hpp"
 
 namespace prometheus {
 class Counter;

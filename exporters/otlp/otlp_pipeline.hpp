@@ -40,11 +40,11 @@
 #include <string>
 #include <thread>
 
-#include "exporters/otlp/otlp_codec.hpp"
+#include "collectors/otlp/otlp_codec.hpp"
+#include "collectors/otlp/otlp_http_receiver.hpp"
+#include "collectors/otlp/otlp_receiver.hpp"
+#include "common/result.hpp"
 #include "exporters/otlp/otlp_exporter.hpp"
-#include "exporters/otlp/otlp_http_receiver.hpp"
-#include "exporters/otlp/otlp_receiver.hpp"
-#include "util/result.hpp"
 
 namespace prometheus {
 class Counter;

@@ -27,10 +27,10 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include "common/result.hpp"
 #include "correlator/breakdown.hpp"
 #include "exporters/prometheus/workload_labels.hpp"
 #include "isoscope/abi.hpp"
-#include "util/result.hpp"
 
 namespace prometheus {
 class Exposer;

@@ -64,7 +64,8 @@ RequestMetrics::RequestMetrics(const std::shared_ptr<prometheus::Registry>& regi
   for (auto b : kBindings) enriched_.Add({{"binding", std::string(correlator::BindingName(b))}});
 }
 
-void RequestMetrics::OnSpan(const SpanOutcome& span, const correlator::TargetInfo& workload) {
+void RequestMetrics::OnSpan(const correlator::SpanOutcome& span,
+                            const correlator::TargetInfo& workload) {
   const correlator::SpanResult& r = span.result;
   std::lock_guard<std::mutex> lock(mu_);
   bool folded = false;
@@ -102,7 +103,7 @@ void RequestMetrics::Advance(prometheus::Counter& counter, std::uint64_t& previo
   if (delta > 0) counter.Increment(static_cast<double>(delta));
 }
 
-void RequestMetrics::SetEnrichStats(const EnrichStats& stats) {
+void RequestMetrics::SetEnrichStats(const correlator::EnrichStats& stats) {
   std::lock_guard<std::mutex> lock(mu_);
   auto binding = [&](correlator::Binding b) -> prometheus::Counter& {
     return enriched_.Add({{"binding", std::string(correlator::BindingName(b))}});

@@ -33,8 +33,8 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
-#include "agent/span_enricher.hpp"
 #include "correlator/breakdown.hpp"
+#include "correlator/span_enricher.hpp"
 #include "exporters/prometheus/workload_labels.hpp"
 
 namespace isoscope::exporters {
@@ -48,10 +48,10 @@ class RequestMetrics {
 
   // One SERVER/CONSUMER span as the enricher concluded; `workload` is the identity of the
   // bound thread's cgroup (empty when unbound).
-  void OnSpan(const SpanOutcome& span, const correlator::TargetInfo& workload);
+  void OnSpan(const correlator::SpanOutcome& span, const correlator::TargetInfo& workload);
   // The enricher's cumulative counters; the exported counters advance by the growth since the
   // last call.
-  void SetEnrichStats(const EnrichStats& stats);
+  void SetEnrichStats(const correlator::EnrichStats& stats);
 
   // Upper bounds of the buckets of both histograms (seconds).
   static const prometheus::Histogram::BucketBoundaries& Buckets();

@@ -1,4 +1,4 @@
-// libFuzzer target over the OTLP receiver's decode path (exporters/otlp/otlp_codec.hpp): the bytes
+// libFuzzer target over the OTLP receiver's decode path (collectors/otlp/otlp_codec.hpp): the bytes
 // of a gRPC request body go through DecodeTraceRequest and DecodeMetricsRequest exactly as the
 // receiver would pass them. Besides the sanitizers (ASan, UBSan), it checks the properties the
 // receiver and exporter rely on, and traps when one fails:
@@ -12,7 +12,7 @@
 
 #include <google/protobuf/stubs/logging.h>
 
-#include "exporters/otlp/otlp_codec.hpp"
+#include "collectors/otlp/otlp_codec.hpp"
 
 namespace {
 

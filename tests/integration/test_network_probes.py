@@ -1,4 +1,4 @@
-"""Network slices, kernel side (bpf/net.bpf.c, docs/network.md), on real packets.
+"""Network slices, kernel side (bpf/network.bpf.c, docs/network.md), on real packets.
 
 A veth pair joins the host netns to a new netns; the host side carries a slow token bucket
 (`tbf rate 1mbit burst 4kb latency 400ms`), so a TCP sender from the host really queues in that

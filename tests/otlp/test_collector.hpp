@@ -20,8 +20,8 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
-#include "exporters/otlp/otlp_codec.hpp"
-#include "exporters/otlp/otlp_receiver.hpp"
+#include "collectors/otlp/otlp_codec.hpp"
+#include "collectors/otlp/otlp_receiver.hpp"
 #include "opentelemetry/proto/collector/metrics/v1/metrics_service.grpc.pb.h"
 #include "opentelemetry/proto/collector/trace/v1/trace_service.grpc.pb.h"
 

@@ -107,7 +107,7 @@ inline Bytes Traceparent(std::uint32_t tgid, std::uint32_t tid, std::uint64_t ts
 
 namespace isoscope::testing {
 
-// A network record as bpf/net.bpf.c emits it. IPv4 addresses are given as
+// A network record as bpf/network.bpf.c emits it. IPv4 addresses are given as
 // 0xaabbccdd for a.b.c.d and stored as on the wire; ports in host order.
 struct NetBuilder {
   iso_rec_net rec{};

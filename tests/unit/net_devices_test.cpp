@@ -1,6 +1,6 @@
 // The host's network devices as sysfs lists them: a sysfs-shaped tree built here (the same files
 // and links the kernel provides), then this machine's own /sys/class/net.
-#include "agent/net_devices.hpp"
+#include "collectors/network/net_devices.hpp"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,7 +11,7 @@
 
 #include <gtest/gtest.h>
 
-namespace isoscope {
+namespace isoscope::network {
 namespace {
 
 namespace fs = std::filesystem;
@@ -88,4 +88,4 @@ TEST(NetDevices, ThisMachine) {
 }
 
 }  // namespace
-}  // namespace isoscope
+}  // namespace isoscope::network

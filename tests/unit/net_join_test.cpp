@@ -1,10 +1,11 @@
-// agent/net_join: the span join's view of the network evidence.
+// correlator/net_join: the span join's view of the network evidence.
+#include "correlator/net_join.hpp"
+
 #include <gtest/gtest.h>
 
-#include "agent/net_join.hpp"
 #include "testing/event_builder.hpp"
 
-namespace isoscope {
+namespace isoscope::correlator {
 namespace {
 
 constexpr std::uint64_t kMs = 1000000;
@@ -53,9 +54,9 @@ TEST(NetJoin, HexIds) {
 }
 
 }  // namespace
-}  // namespace isoscope
+}  // namespace isoscope::correlator
 
-namespace isoscope {
+namespace isoscope::correlator {
 namespace {
 
 TEST(NetJoin, RetransmissionsTheReceiverDroppedAsOldDataAreNotJoined) {
@@ -88,4 +89,4 @@ TEST(NetJoin, RetransmissionsTheReceiverDroppedAsOldDataAreNotJoined) {
 }
 
 }  // namespace
-}  // namespace isoscope
+}  // namespace isoscope::correlator

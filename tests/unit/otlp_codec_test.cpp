@@ -1,6 +1,6 @@
-// OTLP decoding, validation, counting and the queue operations (exporters/otlp/otlp_codec.hpp),
+// OTLP decoding, validation, counting and the queue operations (collectors/otlp/otlp_codec.hpp),
 // plus the exporter's backoff schedule.
-#include "exporters/otlp/otlp_codec.hpp"
+#include "collectors/otlp/otlp_codec.hpp"
 
 #include <string>
 

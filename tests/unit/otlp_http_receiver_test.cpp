@@ -3,7 +3,7 @@
 // partial success; malformed bodies get 400 with a google.rpc.Status and the server keeps
 // serving; JSON gets 415, oversized bodies 413, gzip bodies are inflated; every refusal is
 // counted. Also: both receivers feeding one pipeline.
-#include "exporters/otlp/otlp_http_receiver.hpp"
+#include "collectors/otlp/otlp_http_receiver.hpp"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

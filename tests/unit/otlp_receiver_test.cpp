@@ -1,7 +1,7 @@
 // The OTLP/gRPC receiver over real loopback gRPC: valid requests reach the sink with the peer's
 // address; bodies that do not decode get INVALID_ARGUMENT and the server keeps serving;
 // oversized messages get RESOURCE_EXHAUSTED; invalid span ids come back as partial success.
-#include "exporters/otlp/otlp_receiver.hpp"
+#include "collectors/otlp/otlp_receiver.hpp"
 
 #include <atomic>
 #include <mutex>

@@ -1,5 +1,7 @@
 // The OTLP peer -> process lookup, on real loopback sockets of this test process (a child holds
 // the client end, so the lookup must find the child, never the test itself).
+#include "correlator/peer_resolver.hpp"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -9,9 +11,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
-#include "agent/peer_resolver.hpp"
-
-namespace isoscope {
+namespace isoscope::correlator {
 namespace {
 
 TEST(PeerResolver, ParsesGrpcPeerUris) {
@@ -83,4 +83,4 @@ TEST(PeerResolver, FindsTheProcessHoldingTheClientSocket) {
 }
 
 }  // namespace
-}  // namespace isoscope
+}  // namespace isoscope::correlator

@@ -1,11 +1,12 @@
 // The program table and its planner, against a kernel described by a table.
+#include "agent/programs.hpp"
+
 #include <map>
 #include <set>
 
 #include <gtest/gtest.h>
 
-#include "features.hpp"
-#include "programs.hpp"
+#include "agent/features.hpp"
 
 namespace isoscope {
 namespace {

@@ -17,7 +17,7 @@
 #include <prometheus/registry.h>
 #include <prometheus/summary.h>
 
-#include "agent/span_enricher.hpp"
+#include "correlator/span_enricher.hpp"
 #include "exporters/otlp/otlp_metrics_bridge.hpp"
 #include "isoscope/abi.hpp"
 #include "otlp/test_collector.hpp"
@@ -26,6 +26,8 @@
 namespace isoscope {
 namespace {
 
+using correlator::EnrichStats;
+using correlator::SpanOutcome;
 using exporters::RequestMetrics;
 namespace pbm = opentelemetry::proto::metrics::v1;
 

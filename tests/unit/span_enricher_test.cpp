@@ -1,16 +1,17 @@
 // The agent's span enricher on synthetic evidence: what it writes into OTLP spans (attributes,
 // resource identity, child spans) for SERVER and CLIENT spans and each binding.
+#include "correlator/span_enricher.hpp"
+
 #include <map>
 #include <string>
 
 #include <gtest/gtest.h>
 
-#include "agent/span_enricher.hpp"
 #include "collectors/source/event_source.hpp"
 #include "correlator/span_attributes.hpp"
 #include "testing/event_builder.hpp"
 
-namespace isoscope {
+namespace isoscope::correlator {
 namespace {
 
 namespace trace = opentelemetry::proto::trace::v1;
@@ -170,4 +171,4 @@ TEST(SpanEnricher, OtlpPeerProcessIsTheLastResort) {
 }
 
 }  // namespace
-}  // namespace isoscope
+}  // namespace isoscope::correlator

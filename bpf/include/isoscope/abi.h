@@ -8,7 +8,7 @@
  *  - every record starts with struct iso_rec_hdr; `size` is the whole record;
  *  - a change to any layout bumps ISO_ABI_VERSION; user space refuses a BPF
  *    object or a recording with another version (agent/loader.cpp,
- *    collectors/source/replay_source.cpp);
+ *    collectors/source/event_source.cpp);
  *  - numbering in the enums below is append-only.
  *
  * Included by C (BPF, -target bpf) and C++ (see abi.hpp for helpers).
@@ -97,8 +97,8 @@ struct iso_rec_hdr {
 	__u64 cgroup_v1_cpu_id; /* kernfs id of the task's v1 cpu cgroup, 0 if none */
 };
 
-/* Per-thread state flags (iso_thread_totals.flags). */
-#define ISO_TF_IN_RECLAIM (1u << 0)
+/* Per-thread state flags (iso_thread_totals.flags). Bit 0 is unused (reclaim
+ * is tracked by reclaim_depth); not reused, so older recordings stay readable. */
 #define ISO_TF_CGROUP_STALE (1u << 1)
 #define ISO_TF_KTHREAD (1u << 2)
 

@@ -115,7 +115,7 @@ struct in6_addr {
 	} in6_u;
 };
 
-/* Network namespaces and devices (bpf/net.bpf.c). */
+/* Network namespaces and devices (bpf/network.bpf.c). */
 struct ns_common {
 	unsigned int inum;
 };

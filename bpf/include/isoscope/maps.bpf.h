@@ -7,7 +7,8 @@
  *
  *   ISO_EVENTS_MAP   the ring buffer of all records (defined in container.bpf.c)
  *   ISO_STATS_MAP    the per-CPU self counters, index enum iso_stat (container.bpf.c)
- *   ISO_RCVQ_MAP     socket -> first unread data time (net.bpf.c; closed in http.bpf.c)
+ *   ISO_RCVQ_MAP     socket -> first unread data time (network.bpf.c; closed in
+ *                    trace_context.bpf.c)
  */
 #ifndef ISOSCOPE_MAPS_BPF_H
 #define ISOSCOPE_MAPS_BPF_H

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The W3C traceparent value parser (trace context level 1), shared by the
- * BPF side (bpf/http.bpf.c, reads and writes) and user space (unit tests,
- * tests/fuzz/traceparent_fuzzer.cpp). No BPF helper inside: the caller hands
- * in the bytes. Compiles as BPF C (-target bpf, __ISOSCOPE_BPF__), as C and
- * as C++.
+ * BPF side (bpf/trace_context.bpf.c, reads and writes) and user space (unit
+ * tests, tests/fuzz/traceparent_fuzzer.cpp). No BPF helper inside: the
+ * caller hands in the bytes. Compiles as BPF C (-target bpf,
+ * __ISOSCOPE_BPF__), as C and as C++.
  *
  * The value is exactly ISO_TP_VALUE_LEN bytes:
  *   version "-" trace-id "-" parent-id "-" trace-flags

@@ -9,7 +9,7 @@
 
 #include <fmt/format.h>
 
-#include "util/result.hpp"
+#include "common/result.hpp"
 
 namespace isoscope {
 

@@ -1,4 +1,4 @@
-#include "net_devices.hpp"
+#include "collectors/network/net_devices.hpp"
 
 #include <dirent.h>
 #include <unistd.h>
@@ -7,9 +7,9 @@
 #include <charconv>
 #include <cstring>
 
-#include "util/fs.hpp"
+#include "common/fs.hpp"
 
-namespace isoscope {
+namespace isoscope::network {
 
 std::vector<HostNic> ListHostNics(const std::string& sysfs_class_net) {
   std::vector<HostNic> out;
@@ -51,4 +51,4 @@ std::vector<std::uint32_t> ParavirtIfindexes(const std::vector<HostNic>& nics) {
   return out;
 }
 
-}  // namespace isoscope
+}  // namespace isoscope::network

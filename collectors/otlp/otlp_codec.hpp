@@ -2,7 +2,7 @@
 // the gRPC receiver and the fuzz target, tests/fuzz/), span id validation, counting, and the
 // queue operations the exporter needs (append requests, drop the oldest spans).
 //
-// The message classes are generated from exporters/otlp/proto (written from the OTLP spec and
+// The message classes are generated from collectors/otlp/proto (written from the OTLP spec and
 // checked field by field against independent implementations by tests/otlp/check_protos.js).
 // Fields this version does not model are kept by protobuf as unknown fields and forwarded as
 // received.
@@ -13,9 +13,9 @@
 #include <string>
 #include <string_view>
 
+#include "common/result.hpp"
 #include "opentelemetry/proto/collector/metrics/v1/metrics_service.pb.h"
 #include "opentelemetry/proto/collector/trace/v1/trace_service.pb.h"
-#include "util/result.hpp"
 
 namespace isoscope::otlp {
 

@@ -1,4 +1,4 @@
-#include "exporters/otlp/grpc_log.hpp"
+#include "collectors/otlp/grpc_log.hpp"
 
 #include <mutex>
 #include <string>

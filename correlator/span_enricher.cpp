@@ -1,4 +1,4 @@
-#include "span_enricher.hpp"
+#include "correlator/span_enricher.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -11,7 +11,7 @@
 
 #include "correlator/span_attributes.hpp"
 
-namespace isoscope {
+namespace isoscope::correlator {
 namespace {
 
 namespace common = opentelemetry::proto::common::v1;
@@ -199,12 +199,14 @@ void EnrichSpans(otlp::TraceRequest& request, const correlator::EvidenceStore& s
             child.set_start_time_unix_nano(span.start_time_unix_nano());
             child.set_end_time_unix_nano(span.start_time_unix_nano() +
                                          static_cast<std::uint64_t>(secs * 1e9));
-            SetAttribute(*child.mutable_attributes(), {"isoscope.cause", std::string(abi::CauseName(c))});
+            SetAttribute(*child.mutable_attributes(),
+                         {"isoscope.cause", std::string(abi::CauseName(c))});
             SetAttribute(*child.mutable_attributes(),
                          {"isoscope.layer", std::string(abi::LayerName(abi::CauseLayer(c)))});
             SetAttribute(*child.mutable_attributes(), {"isoscope.cause.seconds", secs});
             SetAttribute(*child.mutable_attributes(),
-                         {"isoscope.share", r.breakdown.interval_s > 0 ? secs / r.breakdown.interval_s : 0.0});
+                         {"isoscope.share",
+                          r.breakdown.interval_s > 0 ? secs / r.breakdown.interval_s : 0.0});
             children.push_back(std::move(child));
           }
         }
@@ -238,4 +240,4 @@ void EnrichSpans(otlp::TraceRequest& request, const correlator::EvidenceStore& s
   }
 }
 
-}  // namespace isoscope
+}  // namespace isoscope::correlator

@@ -1,4 +1,4 @@
-#include "util/log.hpp"
+#include "common/log.hpp"
 
 #include <cstdarg>
 #include <cstdio>

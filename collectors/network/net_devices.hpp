@@ -7,7 +7,7 @@
 #include <string_view>
 #include <vector>
 
-namespace isoscope {
+namespace isoscope::network {
 
 struct HostNic {
   std::string name;
@@ -27,4 +27,4 @@ bool IsParavirtDriver(std::string_view driver);
 // The ifindexes of the paravirtual NICs among `nics`, in name order.
 std::vector<std::uint32_t> ParavirtIfindexes(const std::vector<HostNic>& nics);
 
-}  // namespace isoscope
+}  // namespace isoscope::network

@@ -1,6 +1,6 @@
-#include "cgroup_resolver.hpp"
+#include "correlator/cgroup_resolver.hpp"
 
-namespace isoscope {
+namespace isoscope::correlator {
 
 void CgroupResolver::Reindex() {
   v2_paths_.clear();
@@ -29,7 +29,8 @@ std::string CgroupResolver::PathOf(std::uint64_t id, bool v1) {
 correlator::TargetInfo CgroupResolver::Describe(std::uint64_t id, bool v1) {
   correlator::TargetInfo info;
   info.cgroup = PathOf(id, v1);
-  if (info.cgroup.empty() && id != 0) info.cgroup = (v1 ? "v1-cpu-id:" : "v2-id:") + std::to_string(id);
+  if (info.cgroup.empty() && id != 0)
+    info.cgroup = (v1 ? "v1-cpu-id:" : "v2-id:") + std::to_string(id);
   const auto ident = identity::ParseCgroupPath(info.cgroup);
   info.pod_uid = ident.pod_uid;
   info.container_id = ident.container_id;
@@ -37,4 +38,4 @@ correlator::TargetInfo CgroupResolver::Describe(std::uint64_t id, bool v1) {
   return info;
 }
 
-}  // namespace isoscope
+}  // namespace isoscope::correlator

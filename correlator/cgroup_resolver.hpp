@@ -10,7 +10,7 @@
 #include "collectors/identity/cgroup_identity.hpp"
 #include "correlator/breakdown.hpp"
 
-namespace isoscope {
+namespace isoscope::correlator {
 
 class CgroupResolver {
  public:
@@ -33,4 +33,4 @@ class CgroupResolver {
   bool indexed_ = false;
 };
 
-}  // namespace isoscope
+}  // namespace isoscope::correlator

@@ -25,8 +25,8 @@
 #include <cstdint>
 #include <string>
 
-#include "exporters/otlp/otlp_receiver.hpp"
-#include "util/result.hpp"
+#include "collectors/otlp/otlp_receiver.hpp"
+#include "common/result.hpp"
 
 struct mg_connection;
 struct mg_context;

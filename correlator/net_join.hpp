@@ -7,19 +7,19 @@
 #include <deque>
 #include <functional>
 #include <mutex>
-#include <unordered_map>
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "collectors/network/net_evidence.hpp"
 #include "collectors/network/net_summary.hpp"
 #include "correlator/aggregate.hpp"
+#include "correlator/span_enricher.hpp"
 #include "correlator/span_join.hpp"
-#include "span_enricher.hpp"
 
-namespace isoscope {
+namespace isoscope::correlator {
 
 // The network intervals of a bound socket's flow, from `evidence`; receive-queue waits only
 // when they are the bound socket's own (docs/network.md, "Joining a request").
@@ -91,4 +91,4 @@ class RequestLog {
   std::uint64_t dropped_ = 0;
 };
 
-}  // namespace isoscope
+}  // namespace isoscope::correlator

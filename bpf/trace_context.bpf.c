@@ -14,11 +14,12 @@
  * sender's own span id). Only the first write of a request head is scanned.
  *
  * Network: the read exit also closes the socket's receive-queue wait (RCVQ,
- * docs/network.md), opened by tcp_probe in net.bpf.c.
+ * docs/network.md), opened by tcp_probe in network.bpf.c.
  *
- * Linked with container.bpf.c and net.bpf.c into one object (bpftool gen
+ * Linked with container.bpf.c and network.bpf.c into one object (bpftool gen
  * object); the ring buffer, the stats array and filter_tgid are defined in
- * container.bpf.c, the rcvq map and the net_* settings in net.bpf.c.
+ * container.bpf.c, the rcvq map, host_netns_ino and the net_* settings in
+ * network.bpf.c.
  */
 #define __ISOSCOPE_BPF__ 1
 #include "isoscope/kernel_types.h"
@@ -26,6 +27,7 @@
 #include "isoscope/task.bpf.h"
 #include "isoscope/abi.h"
 #include "isoscope/maps.bpf.h"
+#include "isoscope/record.bpf.h"
 #include "isoscope/traceparent.bpf.h"
 
 #include <bpf/bpf_core_read.h>
@@ -42,7 +44,7 @@ const volatile __u32 max_head_reads = 4;
 extern ISO_EVENTS_MAP;
 extern ISO_STATS_MAP;
 
-/* Defined in net.bpf.c. */
+/* Defined in network.bpf.c. */
 extern ISO_RCVQ_MAP;
 
 /* socket -> reads seen of a request head that has not ended yet. */
@@ -177,22 +179,9 @@ static __always_inline struct sock *fd_sock(struct task_struct *task, __u32 fd)
 	return BPF_CORE_READ(sock, sk);
 }
 
-static __always_inline void fill_task_hdr(struct iso_rec_hdr *h, __u16 kind, __u16 size, __u64 id,
-					  struct task_struct *task, __u64 now)
-{
-	h->kind = kind;
-	h->size = size;
-	h->abi_version = ISO_ABI_VERSION;
-	h->flags = 0;
-	h->tgid = id >> 32;
-	h->tid = (__u32)id;
-	h->ts_ns = now;
-	iso_task_cgroup_ids(task, &h->cgroup_v2_id, &h->cgroup_v1_cpu_id);
-}
-
 /*
- * RCVQ: this read took data that tcp_probe (net.bpf.c) saw arrive while the
- * socket had none unread. The interval [arrival, end of this read) is the
+ * RCVQ: this read took data that tcp_probe (network.bpf.c) saw arrive while
+ * the socket had none unread. The interval [arrival, end of this read) is the
  * time the data waited in the receive queue. Runs before the HTTP checks,
  * for every socket read. A partial read leaves data behind: its wait starts
  * again now (it arrived earlier, so this undercounts and never counts a
@@ -222,13 +211,11 @@ static __always_inline void rcvq_close(struct sock *sk, __u64 key, __s64 ret, __
 	}
 	if (now <= start || now - start < net_min_ns)
 		return;
-	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
-	if (!r) {
-		iso_percpu_inc(&stats, ISO_STAT_RB_RESERVE_FAILED);
+	r = iso_reserve(&events, &stats, sizeof(*r));
+	if (!r)
 		return;
-	}
 	__builtin_memset(r, 0, sizeof(*r));
-	fill_task_hdr(&r->hdr, ISO_REC_NET, sizeof(*r), id, task, now);
+	iso_fill_task_hdr(&r->hdr, ISO_REC_NET, sizeof(*r), id, task, now);
 	r->start_ns = start;
 	r->sock = key;
 	iso_sock_addrs(sk, &r->family, r->saddr, r->daddr, &r->sport, &r->dport);
@@ -237,8 +224,7 @@ static __always_inline void rcvq_close(struct sock *sk, __u64 key, __s64 ret, __
 	r->netns_ino = iso_sock_netns(sk);
 	r->bytes = ret > 0xffffffffll ? 0xffffffffu : (__u32)ret;
 	r->flags = ISO_NET_F_SOCK | ISO_NET_F_TASK;
-	if (r->netns_ino && r->netns_ino == host_netns_ino)
-		r->flags |= ISO_NET_F_HOST_NETNS;
+	iso_mark_host_netns(r, &host_netns_ino);
 	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
 }
 
@@ -271,18 +257,17 @@ static __always_inline bool emit_traceparent(struct scan_ctx *c, __u64 id, struc
 		iso_percpu_inc(&stats, ISO_STAT_TRACEPARENT_BAD);
 		return false;
 	}
-	rec = bpf_ringbuf_reserve(&events, sizeof(*rec), 0);
-	if (!rec) {
-		iso_percpu_inc(&stats, ISO_STAT_RB_RESERVE_FAILED);
+	rec = iso_reserve(&events, &stats, sizeof(*rec));
+	if (!rec)
 		return false;
-	}
 	if (!iso_tp_parse(&s->buf[at & (ISO_SCAN_BYTES - 1)], rec->trace_id, rec->parent_span_id,
 			  &rec->trace_flags)) {
 		bpf_ringbuf_discard(rec, 0);
 		iso_percpu_inc(&stats, ISO_STAT_TRACEPARENT_BAD);
 		return false;
 	}
-	fill_task_hdr(&rec->hdr, ISO_REC_TRACEPARENT, sizeof(*rec), id, task, bpf_ktime_get_boot_ns());
+	iso_fill_task_hdr(&rec->hdr, ISO_REC_TRACEPARENT, sizeof(*rec), id, task,
+			  bpf_ktime_get_boot_ns());
 	rec->sock = key;
 	__builtin_memset(rec->saddr, 0, sizeof(rec->saddr));
 	__builtin_memset(rec->daddr, 0, sizeof(rec->daddr));

@@ -1,4 +1,4 @@
-#include "net_join.hpp"
+#include "correlator/net_join.hpp"
 
 #include <cstring>
 
@@ -6,12 +6,12 @@
 
 #include "collectors/network/socket_table.hpp"
 
-namespace isoscope {
+namespace isoscope::correlator {
 
 correlator::NetLookup MakeNetLookup(const network::NetEvidence& evidence) {
   return [&evidence](const correlator::SocketTuple& s, std::uint64_t start, std::uint64_t end) {
-    const network::FlowKey flow = network::FlowFromTuple(s.family, s.local.data(), s.local_port,
-                                                          s.peer.data(), s.peer_port);
+    const network::FlowKey flow =
+        network::FlowFromTuple(s.family, s.local.data(), s.local_port, s.peer.data(), s.peer_port);
     std::vector<correlator::NetPiece> pieces;
     if (!flow.Valid()) return pieces;
     for (const auto& i : evidence.Intervals(flow, start, end)) {
@@ -70,7 +70,8 @@ correlator::NetworkSection TargetNetwork::Close(std::uint64_t start_ns, std::uin
   if (!pids.empty()) {
     // A process that exited meanwhile is not an error here: its flows were learned or are gone.
     for (int pid : pids) {
-      if (auto tcp = network::TcpFlowsOfPids({pid})) flows.insert(flows.end(), tcp->begin(), tcp->end());
+      if (auto tcp = network::TcpFlowsOfPids({pid}))
+        flows.insert(flows.end(), tcp->begin(), tcp->end());
     }
   }
   summary_.SetFlows(flows);
@@ -157,4 +158,4 @@ std::uint64_t RequestLog::dropped() const {
   return dropped_;
 }
 
-}  // namespace isoscope
+}  // namespace isoscope::correlator

@@ -14,10 +14,10 @@
 #include <optional>
 #include <string>
 
+#include "collectors/otlp/otlp_codec.hpp"
 #include "correlator/span_join.hpp"
-#include "exporters/otlp/otlp_codec.hpp"
 
-namespace isoscope {
+namespace isoscope::correlator {
 
 struct EnrichStats {
   std::atomic<std::uint64_t> spans_seen{0};
@@ -76,4 +76,4 @@ void EnrichSpans(otlp::TraceRequest& request, const correlator::EvidenceStore& s
                  EnrichStats& stats, const SpanObserver& observer, const EnrichOptions& options,
                  const std::string& peer);
 
-}  // namespace isoscope
+}  // namespace isoscope::correlator

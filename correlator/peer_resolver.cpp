@@ -1,17 +1,16 @@
-#include "peer_resolver.hpp"
+#include "correlator/peer_resolver.hpp"
 
 #include <arpa/inet.h>
 #include <unistd.h>
-
 #include <charconv>
 #include <cstring>
 #include <filesystem>
 #include <unordered_set>
 
 #include "collectors/network/socket_table.hpp"
-#include "util/fs.hpp"
+#include "common/fs.hpp"
 
-namespace isoscope {
+namespace isoscope::correlator {
 
 std::optional<std::pair<std::uint16_t, network::Endpoint>> ParsePeerUri(std::string_view uri) {
   std::uint16_t family = 0;
@@ -28,8 +27,10 @@ std::optional<std::pair<std::uint16_t, network::Endpoint>> ParsePeerUri(std::str
   std::string_view host = uri.substr(0, colon);
   const std::string_view port_text = uri.substr(colon + 1);
   unsigned port = 0;
-  const auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-  if (ec != std::errc() || end != port_text.data() + port_text.size() || port == 0 || port > 65535) {
+  const auto [end, ec] =
+      std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (ec != std::errc() || end != port_text.data() + port_text.size() || port == 0 ||
+      port > 65535) {
     return std::nullopt;
   }
   if (family == network::kAfInet6) {
@@ -55,8 +56,8 @@ std::optional<std::pair<std::uint16_t, network::Endpoint>> ParsePeerUri(std::str
 std::optional<std::uint32_t> PeerResolver::Lookup(std::uint16_t family,
                                                   const network::Endpoint& peer) const {
   std::unordered_set<std::uint64_t> inodes;
-  for (const auto& [file, fam] : {std::pair{"/net/tcp", network::kAfInet},
-                                  std::pair{"/net/tcp6", network::kAfInet6}}) {
+  for (const auto& [file, fam] :
+       {std::pair{"/net/tcp", network::kAfInet}, std::pair{"/net/tcp6", network::kAfInet6}}) {
     auto text = ReadFileText(proc_ + file);
     if (!text) continue;  // no IPv6 table when IPv6 is off
     auto sockets = network::ParseProcNetTcp(*text, fam);
@@ -91,11 +92,12 @@ std::optional<std::uint32_t> PeerResolver::Resolve(const std::string& uri) {
     if (it != cache_.end() && now - it->second.at < ttl_) return it->second.pid;
   }
   const auto parsed = ParsePeerUri(uri);
-  const std::optional<std::uint32_t> pid = parsed ? Lookup(parsed->first, parsed->second) : std::nullopt;
+  const std::optional<std::uint32_t> pid =
+      parsed ? Lookup(parsed->first, parsed->second) : std::nullopt;
   std::lock_guard<std::mutex> lock(mu_);
   if (cache_.size() >= kMaxEntries) cache_.clear();  // bounded; a miss only costs a lookup
   cache_[uri] = {pid, now};
   return pid;
 }
 
-}  // namespace isoscope
+}  // namespace isoscope::correlator

@@ -1,4 +1,4 @@
-#include "exporters/otlp/otlp_codec.hpp"
+#include "collectors/otlp/otlp_codec.hpp"
 
 #include <algorithm>
 #include <climits>

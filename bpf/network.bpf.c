@@ -6,7 +6,8 @@
  *   QDISC    qdisc_enqueue -> qdisc_dequeue (same skb); on kernels before
  *            v5.15 net_dev_queue -> net_dev_start_xmit (rodata qdisc_tp = 0)
  *   BACKLOG  net_dev_start_xmit on a veth -> netif_receive_skb (same skb)
- *   RCVQ     tcp_probe (first unread data) -> the read exit (bpf/http.bpf.c)
+ *   RCVQ     tcp_probe (first unread data) -> the read exit
+ *            (bpf/trace_context.bpf.c)
  *   RETRANS  tcp_retransmit_skb (the wait before it: RTO or ~1 RTT)
  *   DROP     kfree_skb with a drop reason
  *   DEVQ     net_dev_start_xmit on a virtio_net NIC -> consume_skb (TX
@@ -25,10 +26,11 @@
  * for the records that leave the kernel (intervals >= net_min_ns, drops),
  * with probe reads, so the same bodies serve tp_btf and raw_tp.
  *
- * Linked with container.bpf.c and http.bpf.c into one object (bpftool gen
- * object); `events` and `stats` are defined in container.bpf.c; `rcvq`,
- * net_min_ns, host_netns_ino and net_enabled are defined here and declared
- * extern in http.bpf.c (which closes RCVQ intervals on the read exit).
+ * Linked with container.bpf.c and trace_context.bpf.c into one object
+ * (bpftool gen object); `events` and `stats` are defined in container.bpf.c;
+ * `rcvq`, net_min_ns, host_netns_ino and net_enabled are defined here and
+ * declared extern in trace_context.bpf.c (which closes RCVQ intervals on the
+ * read exit).
  */
 #define __ISOSCOPE_BPF__ 1
 #include "isoscope/kernel_types.h"
@@ -36,6 +38,8 @@
 #include "isoscope/task.bpf.h"
 #include "isoscope/abi.h"
 #include "isoscope/maps.bpf.h"
+#include "isoscope/record.bpf.h"
+#include "isoscope/hook.bpf.h"
 
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
@@ -56,9 +60,10 @@ const volatile bool qdisc_tp = true;
  * __weak extern. */
 const volatile __u32 kernel_hz = 0;
 /* Paravirtual NICs (driver virtio_net) of the host netns by ifindex, from
- * /sys/class/net/<dev>/device/driver (agent/net_devices.cpp); 0: unused slot.
- * Only the first such device to transmit is compared by ifindex: its
- * netdev_ops then identify every device of the driver by one pointer. */
+ * /sys/class/net/<dev>/device/driver (collectors/network/net_devices.cpp);
+ * 0: unused slot. Only the first such device to transmit is compared by
+ * ifindex: its netdev_ops then identify every device of the driver by one
+ * pointer. */
 #define ISO_NET_PARAVIRT_DEVS 8
 const volatile __u32 paravirt_ifindex[ISO_NET_PARAVIRT_DEVS] = {};
 
@@ -123,7 +128,7 @@ struct {
 } handover SEC(".maps");
 
 /* struct sock address -> boot ns when the first not-yet-read data arrived
- * (tcp_probe). Closed by the socket read exit in http.bpf.c. */
+ * (tcp_probe). Closed by the socket read exit in trace_context.bpf.c. */
 ISO_RCVQ_MAP;
 
 /* struct sock address -> boot ns when the peer announced a zero window. */
@@ -135,7 +140,7 @@ struct {
 } zwnd SEC(".maps");
 
 /* Drops per kernel drop reason (enum skb_drop_reason; reasons >= 255 count in
- * slot 255). User space sums the CPUs (ContainerProbes::ReadDropReasons). */
+ * slot 255). User space sums the CPUs (Probes::ReadDropReasons). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, ISO_NET_DROP_REASONS);
@@ -253,19 +258,6 @@ static __always_inline bool dev_noqueue(const struct net_device *dev, bool btf)
 	return true;
 }
 
-static __always_inline void fill_net_hdr(struct iso_rec_net *r, __u64 now)
-{
-	r->hdr.kind = ISO_REC_NET;
-	r->hdr.size = sizeof(*r);
-	r->hdr.abi_version = ISO_ABI_VERSION;
-	r->hdr.flags = 0;
-	r->hdr.tgid = 0;
-	r->hdr.tid = 0;
-	r->hdr.ts_ns = now;
-	r->hdr.cgroup_v2_id = 0;
-	r->hdr.cgroup_v1_cpu_id = 0;
-}
-
 /* Device fields of a packet record; dev may be NULL. */
 static __always_inline void fill_dev(struct iso_rec_net *r, const struct net_device *dev)
 {
@@ -279,8 +271,7 @@ static __always_inline void fill_dev(struct iso_rec_net *r, const struct net_dev
 	ops = BPF_CORE_READ(dev, rtnl_link_ops);
 	if (ops)
 		bpf_probe_read_kernel_str(r->dev_kind, sizeof(r->dev_kind), BPF_CORE_READ(ops, kind));
-	if (r->netns_ino && r->netns_ino == host_netns_ino)
-		r->flags |= ISO_NET_F_HOST_NETNS;
+	iso_mark_host_netns(r, &host_netns_ino);
 }
 
 /*
@@ -366,14 +357,12 @@ static __always_inline __u8 parse_pkt(struct iso_rec_net *r, const struct sk_buf
 static __always_inline void emit_skb(__u8 event, __u8 mech, const struct sk_buff *skb,
 				     const struct net_device *dev, __u64 start, __u64 now)
 {
-	struct iso_rec_net *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	struct iso_rec_net *r = iso_reserve(&events, &stats, sizeof(*r));
 
-	if (!r) {
-		iso_percpu_inc(&stats, ISO_STAT_RB_RESERVE_FAILED);
+	if (!r)
 		return;
-	}
 	__builtin_memset(r, 0, sizeof(*r));
-	fill_net_hdr(r, now);
+	iso_fill_hdr(&r->hdr, ISO_REC_NET, sizeof(*r), 0, 0, now, 0, 0);
 	r->start_ns = start;
 	r->event = event;
 	r->mech = mech;
@@ -556,16 +545,15 @@ static __always_inline void on_consume_skb(const struct sk_buff *skb, bool btf)
 	bpf_map_delete_elem(&skb_ts, &key);
 }
 
-/* Socket fields of a socket record (RETRANS; http.bpf.c fills RCVQ the same
- * way). */
+/* Socket fields of a socket record (RETRANS, ZWND; trace_context.bpf.c fills
+ * RCVQ the same way). */
 static __always_inline void fill_sock(struct iso_rec_net *r, const struct sock *sk)
 {
 	r->sock = (__u64)(unsigned long)sk;
 	iso_sock_addrs(sk, &r->family, r->saddr, r->daddr, &r->sport, &r->dport);
 	r->netns_ino = iso_sock_netns(sk);
 	r->flags = ISO_NET_F_SOCK;
-	if (r->netns_ino && r->netns_ino == host_netns_ino)
-		r->flags |= ISO_NET_F_HOST_NETNS;
+	iso_mark_host_netns(r, &host_netns_ino);
 }
 
 /*
@@ -597,12 +585,10 @@ static __always_inline void on_tcp_window(const struct sock *sk, __u16 window, _
 		return;
 	now = bpf_ktime_get_boot_ns();
 	if (now > *start && now - *start >= net_min_ns && now - *start < ISO_NET_STALE_NS) {
-		r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
-		if (!r) {
-			iso_percpu_inc(&stats, ISO_STAT_RB_RESERVE_FAILED);
-		} else {
+		r = iso_reserve(&events, &stats, sizeof(*r));
+		if (r) {
 			__builtin_memset(r, 0, sizeof(*r));
-			fill_net_hdr(r, now);
+			iso_fill_hdr(&r->hdr, ISO_REC_NET, sizeof(*r), 0, 0, now, 0, 0);
 			r->start_ns = *start;
 			r->event = ISO_NET_EV_ZWND;
 			r->mech = ISO_NET_PROTOCOL;
@@ -692,11 +678,9 @@ static __always_inline void on_retransmit(const struct sock *sk, const struct sk
 		return;
 	now = bpf_ktime_get_boot_ns();
 	ca_state = BPF_CORE_READ_BITFIELD_PROBED(icsk, icsk_ca_state);
-	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
-	if (!r) {
-		iso_percpu_inc(&stats, ISO_STAT_RB_RESERVE_FAILED);
+	r = iso_reserve(&events, &stats, sizeof(*r));
+	if (!r)
 		return;
-	}
 	__builtin_memset(r, 0, sizeof(*r));
 	{
 		__u64 now_us = bpf_ktime_get_ns() / 1000;
@@ -723,7 +707,7 @@ static __always_inline void on_retransmit(const struct sock *sk, const struct sk
 			wait = (__u64)BPF_CORE_READ(icsk, icsk_rto) * (1000000000ull / hz);
 		}
 	}
-	fill_net_hdr(r, now);
+	iso_fill_hdr(&r->hdr, ISO_REC_NET, sizeof(*r), 0, 0, now, 0, 0);
 	r->start_ns = wait < now ? now - wait : 0;
 	r->event = ISO_NET_EV_RETRANS;
 	r->mech = ISO_NET_PROTOCOL;
@@ -783,11 +767,9 @@ static __always_inline void on_kfree_skb(const struct sk_buff *skb, __u32 reason
 			return;
 	}
 	now = bpf_ktime_get_boot_ns();
-	r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
-	if (!r) {
-		iso_percpu_inc(&stats, ISO_STAT_RB_RESERVE_FAILED);
+	r = iso_reserve(&events, &stats, sizeof(*r));
+	if (!r)
 		return;
-	}
 	__builtin_memset(r, 0, sizeof(*r));
 	{
 		__u8 l4 = parse_pkt(r, skb);
@@ -797,7 +779,7 @@ static __always_inline void on_kfree_skb(const struct sk_buff *skb, __u32 reason
 			return;
 		}
 	}
-	fill_net_hdr(r, now);
+	iso_fill_hdr(&r->hdr, ISO_REC_NET, sizeof(*r), 0, 0, now, 0, 0);
 	r->start_ns = now;
 	r->event = ISO_NET_EV_DROP;
 	r->mech = ISO_NET_PROTOCOL;
@@ -807,35 +789,30 @@ static __always_inline void on_kfree_skb(const struct sk_buff *skb, __u32 reason
 	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
 }
 
-/* Each hook twice: tp_btf (preferred) and raw_tp (fallback); the program
- * table (agent/programs.cpp) switches one of each pair off. */
-#define ISO_NET_HOOK(tp, fn, args, body)                                                       \
-	SEC("tp_btf/" #tp) int BPF_PROG(fn##_btf, args) { const bool btf = true; (void)btf; body; return 0; } \
-	SEC("raw_tp/" #tp) int BPF_PROG(fn##_raw, args) { const bool btf = false; (void)btf; body; return 0; }
-#define ISO_NET_ARGS(...) __VA_ARGS__
-
-ISO_NET_HOOK(qdisc_enqueue, iso_net_qdisc_enqueue,
-	     ISO_NET_ARGS(struct Qdisc *q, const struct netdev_queue *txq, struct sk_buff *skb),
-	     on_qdisc_enqueue(skb))
-ISO_NET_HOOK(qdisc_dequeue, iso_net_qdisc_dequeue,
-	     ISO_NET_ARGS(struct Qdisc *q, const struct netdev_queue *txq, int packets,
-			  struct sk_buff *skb),
-	     on_qdisc_dequeue(skb, packets, btf))
-ISO_NET_HOOK(net_dev_queue, iso_net_dev_queue, struct sk_buff *skb, on_dev_queue(skb, btf))
-ISO_NET_HOOK(net_dev_start_xmit, iso_net_start_xmit,
-	     ISO_NET_ARGS(const struct sk_buff *skb, const struct net_device *dev),
-	     on_start_xmit(skb, dev, btf))
-ISO_NET_HOOK(netif_receive_skb, iso_net_receive_skb, struct sk_buff *skb, on_receive(skb, btf))
-ISO_NET_HOOK(tcp_probe, iso_net_tcp_probe, ISO_NET_ARGS(struct sock *sk, const struct sk_buff *skb),
-	     on_tcp_probe(sk, skb, btf))
-ISO_NET_HOOK(tcp_retransmit_skb, iso_net_tcp_retransmit,
-	     ISO_NET_ARGS(const struct sock *sk, const struct sk_buff *skb), on_retransmit(sk, skb))
+/* Each hook twice: tp_btf (preferred) and raw_tp (fallback); ISO_HOOK,
+ * hook.bpf.h. */
+ISO_HOOK(qdisc_enqueue, iso_net_qdisc_enqueue,
+	 ISO_ARGS(struct Qdisc *q, const struct netdev_queue *txq, struct sk_buff *skb),
+	 on_qdisc_enqueue(skb))
+ISO_HOOK(qdisc_dequeue, iso_net_qdisc_dequeue,
+	 ISO_ARGS(struct Qdisc *q, const struct netdev_queue *txq, int packets,
+		  struct sk_buff *skb),
+	 on_qdisc_dequeue(skb, packets, btf))
+ISO_HOOK(net_dev_queue, iso_net_dev_queue, struct sk_buff *skb, on_dev_queue(skb, btf))
+ISO_HOOK(net_dev_start_xmit, iso_net_start_xmit,
+	 ISO_ARGS(const struct sk_buff *skb, const struct net_device *dev),
+	 on_start_xmit(skb, dev, btf))
+ISO_HOOK(netif_receive_skb, iso_net_receive_skb, struct sk_buff *skb, on_receive(skb, btf))
+ISO_HOOK(tcp_probe, iso_net_tcp_probe, ISO_ARGS(struct sock *sk, const struct sk_buff *skb),
+	 on_tcp_probe(sk, skb, btf))
+ISO_HOOK(tcp_retransmit_skb, iso_net_tcp_retransmit,
+	 ISO_ARGS(const struct sock *sk, const struct sk_buff *skb), on_retransmit(sk, skb))
 /* consume_skb(skb) (v6.3+ adds location, not read). */
-ISO_NET_HOOK(consume_skb, iso_net_consume_skb, struct sk_buff *skb, on_consume_skb(skb, btf))
+ISO_HOOK(consume_skb, iso_net_consume_skb, struct sk_buff *skb, on_consume_skb(skb, btf))
 /* kfree_skb(skb, location, reason) since v5.17 (reason added by commit
  * c504e5c2f964 "net: skb: introduce kfree_skb_reason()"); v6.3+ adds rx_sk
  * as a fourth argument, which is not read. Older kernels (two arguments)
  * fail to load this program and the loader leaves it off. */
-ISO_NET_HOOK(kfree_skb, iso_net_kfree_skb,
-	     ISO_NET_ARGS(struct sk_buff *skb, void *location, unsigned long long reason),
-	     on_kfree_skb(skb, (__u32)reason))
+ISO_HOOK(kfree_skb, iso_net_kfree_skb,
+	 ISO_ARGS(struct sk_buff *skb, void *location, unsigned long long reason),
+	 on_kfree_skb(skb, (__u32)reason))

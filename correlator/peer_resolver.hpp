@@ -18,7 +18,7 @@
 
 #include "collectors/network/flow.hpp"
 
-namespace isoscope {
+namespace isoscope::correlator {
 
 // Parses a gRPC peer URI into (family, endpoint); nullopt for unix sockets and malformed text.
 std::optional<std::pair<std::uint16_t, network::Endpoint>> ParsePeerUri(std::string_view uri);
@@ -44,4 +44,4 @@ class PeerResolver {
   std::unordered_map<std::string, Entry> cache_;  // guarded by mu_
 };
 
-}  // namespace isoscope
+}  // namespace isoscope::correlator

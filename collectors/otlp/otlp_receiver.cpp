@@ -1,4 +1,4 @@
-#include "exporters/otlp/otlp_receiver.hpp"
+#include "collectors/otlp/otlp_receiver.hpp"
 
 #include <chrono>
 #include <string_view>
@@ -9,7 +9,7 @@
 #include <grpcpp/support/byte_buffer.h>
 #include <spdlog/spdlog.h>
 
-#include "exporters/otlp/grpc_log.hpp"
+#include "collectors/otlp/grpc_log.hpp"
 #include "opentelemetry/proto/collector/metrics/v1/metrics_service.grpc.pb.h"
 #include "opentelemetry/proto/collector/trace/v1/trace_service.grpc.pb.h"
 

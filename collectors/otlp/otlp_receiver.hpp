@@ -23,8 +23,8 @@
 #include <string>
 #include <string_view>
 
-#include "exporters/otlp/otlp_codec.hpp"
-#include "util/result.hpp"
+#include "collectors/otlp/otlp_codec.hpp"
+#include "common/result.hpp"
 
 namespace grpc {
 class ByteBuffer;

@@ -1,4 +1,4 @@
-#include "exporters/otlp/otlp_http_receiver.hpp"
+#include "collectors/otlp/otlp_http_receiver.hpp"
 
 #include <civetweb.h>
 #include <zlib.h>
