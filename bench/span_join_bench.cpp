@@ -13,7 +13,7 @@
 // main thread meanwhile builds realistic OTLP ExportTraceServiceRequests (100 spans each: 90
 // SERVER spans whose parent context was bound to a server thread with delay segments in the
 // span, 5 SERVER spans with no binding that fall back to the resource's process.pid, 5
-// INTERNAL spans that pass through) and runs isoscope::EnrichSpans on them, the agent's
+// INTERNAL spans that pass through) and runs correlator::EnrichSpans on them, the agent's
 // correlation step.
 //
 // Reported: spans correlated per second of the main thread's CPU time
@@ -311,13 +311,13 @@ int main(int argc, char** argv) {
   // Warm-up: let the store fill for a moment (and the producer reach its pace).
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
 
-  isoscope::EnrichStats stats;
+  isoscope::correlator::EnrichStats stats;
   std::mt19937_64 rng(42);
   isoscope::otlp::TraceRequest req;
   std::vector<std::uint64_t> span_ns, request_ns;
   span_ns.reserve(static_cast<std::size_t>(seconds * 2e6));
   std::uint64_t last = 0;
-  const isoscope::SpanObserver observer = [&](const isoscope::SpanOutcome&) {
+  const isoscope::correlator::SpanObserver observer = [&](const isoscope::correlator::SpanOutcome&) {
     const std::uint64_t t = Now(CLOCK_MONOTONIC);
     span_ns.push_back(t - last);
     last = t;
@@ -331,7 +331,7 @@ int main(int argc, char** argv) {
     const std::uint64_t c0 = Now(CLOCK_THREAD_CPUTIME_ID);
     const std::uint64_t w0 = Now(CLOCK_MONOTONIC);
     last = w0;
-    isoscope::EnrichSpans(req, sh.store, stats, observer);
+    isoscope::correlator::EnrichSpans(req, sh.store, stats, observer);
     const std::uint64_t w1 = Now(CLOCK_MONOTONIC);
     cpu_ns += Now(CLOCK_THREAD_CPUTIME_ID) - c0;
     request_ns.push_back(w1 - w0);
