@@ -1,21 +1,25 @@
 """Checks of the deployment artefacts in deploy/ with the real tools.
 
-Needs no root and no BPF: promtool validates and unit-tests the alert rules, kubectl renders the
-Kustomize tree, and the Grafana dashboard is parsed as JSON. A check is skipped only when the tool
+Needs no root and no BPF: promtool validates and unit-tests the alert rules and the latency SLO
+rules (deploy/slo/, docs/slo.md), kubectl renders the Kustomize tree (the SLO rules ConfigMap
+included), and the Grafana dashboard is parsed as JSON. A check is skipped only when the tool
 it needs is not installed (promtool: package `prometheus`; kubectl: package `kubernetes-client`).
 Without a tool, the sources are also checked against each other: every isoscope_* metric the
 rules and the dashboard name is registered by the agent (exporters/, agent/), every flag the
-DaemonSet passes is defined in agent/main.cpp, and the dashboard's panels have unique ids and do
-not overlap.
+DaemonSet passes is defined in agent/main.cpp, the dashboard's panels have unique ids and do
+not overlap, and every declared SLO's threshold is a bucket bound of the agent's request
+histogram.
 
 Run by ctest as `python3 test_deploy.py -v` from the build directory; paths are taken from this
 file's location, not from the working directory.
 """
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import tempfile
 import unittest
 from pathlib import Path
 
@@ -25,6 +29,16 @@ RULES = DEPLOY / "alerts" / "isoscope-rules.yaml"
 RULE_TESTS = DEPLOY / "alerts" / "isoscope-rules.test.yaml"
 DASHBOARD = DEPLOY / "dashboards" / "isoscope.json"
 COLLECTOR_CONFIG = DEPLOY / "otel-collector.yaml"
+# Latency SLOs (docs/slo.md): the SLOs as data, the generic rules, their promtool tests and the
+# SLOs those tests declare.
+SLO_DIR = DEPLOY / "slo"
+SLO_DATA = SLO_DIR / "isoscope-slos.yaml"
+SLO_RULES = SLO_DIR / "isoscope-slo-rules.yaml"
+SLO_RULE_TESTS = SLO_DIR / "isoscope-slo-rules.test.yaml"
+SLO_TEST_DATA = SLO_DIR / "testdata" / "isoscope-slos.yaml"
+SLO_CONFIGMAP = "isoscope-slo-rules"
+# The bucket bounds of isoscope_request_duration_seconds.
+REQUEST_METRICS = REPO / "exporters" / "prometheus" / "request_metrics.cpp"
 # Where the agent's metric families and command-line flags are defined.
 METRIC_SOURCES = [REPO / "exporters", REPO / "agent"]
 AGENT_MAIN = REPO / "agent" / "main.cpp"
@@ -44,6 +58,24 @@ ALERTS = [
     "NetworkRetransmitsHigh",
     "NetworkDropsHigh",
 ]
+
+SLO_ALERTS = [
+    "IsoscopeLatencySLOFastBurn",
+    "IsoscopeLatencySLOSlowBurn",
+]
+# The rules of isoscope-slo-rules.yaml: 9 recording rules and the 2 alerts.
+SLO_RECORDS = [
+    "isoscope:slo_requests:rate5m",
+    "isoscope:slo_requests_good:rate5m",
+    "isoscope:slo_verdicts:rate5m",
+    "isoscope:slo_burn_rate:5m",
+    "isoscope:slo_burn_rate:30m",
+    "isoscope:slo_burn_rate:1h",
+    "isoscope:slo_burn_rate:6h",
+    "isoscope:slo_dominant_cause:1h",
+    "isoscope:slo_dominant_cause:6h",
+]
+SLO_OBJECTIVE = "isoscope:slo_objective:ratio"
 
 DASHBOARD_PANELS = [
     "Share of thread time by cause",
@@ -100,6 +132,25 @@ def unknown_metrics(text, known):
     return sorted(unknown)
 
 
+def request_buckets():
+    """The bucket bounds of the agent's request histograms as the agent writes them in `le`:
+    RequestMetrics::Buckets() in request_metrics.cpp, formatted like prometheus-cpp (an ostream
+    with 16 significant digits: 0.25 -> "0.25", 1 -> "1")."""
+    body = re.search(r"kBuckets\s*=\s*\{([^}]*)\}", REQUEST_METRICS.read_text())
+    if body is None:
+        raise AssertionError(f"no kBuckets = {{...}} in {REQUEST_METRICS}")
+    return [format(float(v), ".16g") for v in re.findall(r"[0-9][0-9.eE+-]*", body.group(1))]
+
+
+def load_yaml():
+    """PyYAML, or None (package python3-yaml)."""
+    try:
+        import yaml  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return None
+    return yaml
+
+
 def run(args):
     """Runs a tool from the repository root; returns the CompletedProcess (text mode)."""
     return subprocess.run(
@@ -130,10 +181,7 @@ def split_documents(text):
 def parse_documents(text):
     """Parses rendered manifests; uses PyYAML when present, else a minimal line-based reader
     that is enough for the few fields checked here."""
-    try:
-        import yaml  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        yaml = None
+    yaml = load_yaml()
     if yaml is not None:
         return [d for d in yaml.safe_load_all(text) if d]
     return [{"_text": d, "kind": _top_level(d, "kind")} for d in split_documents(text)]
@@ -162,15 +210,47 @@ class PromtoolTest(unittest.TestCase):
         self.assertEqual(proc.returncode, 0, describe(proc))
         self.assertIn("SUCCESS", proc.stdout + proc.stderr, describe(proc))
 
+    def test_check_slo_rules(self):
+        # Checked one file at a time: "N rules found" is per file.
+        expected = [
+            (SLO_RULES, len(SLO_RECORDS) + len(SLO_ALERTS)),
+            (SLO_DATA, None),  # as many as SLOs are declared
+            (SLO_TEST_DATA, 3),
+        ]
+        for path, count in expected:
+            with self.subTest(file=path.name):
+                proc = run([PROMTOOL, "check", "rules", str(path)])
+                self.assertEqual(proc.returncode, 0, describe(proc))
+                self.assertIn("SUCCESS", proc.stdout + proc.stderr, describe(proc))
+                if count is not None:
+                    self.assertIn(f"{count} rules found", proc.stdout + proc.stderr, describe(proc))
+
+    def test_slo_rule_unit_tests(self):
+        # Fires on a burn with the dominant layer and cause, stays quiet when healthy, on a short
+        # spike and once a burn stopped, and for another workload's burn (docs/slo.md, "Tests").
+        proc = run([PROMTOOL, "test", "rules", str(SLO_RULE_TESTS)])
+        self.assertEqual(proc.returncode, 0, describe(proc))
+        self.assertIn("SUCCESS", proc.stdout + proc.stderr, describe(proc))
+
 
 class RuleFilesTest(unittest.TestCase):
+    RULE_SETS = [(RULES, RULE_TESTS, ALERTS), (SLO_RULES, SLO_RULE_TESTS, SLO_ALERTS)]
+
     def test_every_alert_is_unit_tested(self):
-        rules = RULES.read_text()
-        tests = RULE_TESTS.read_text()
-        for alert in ALERTS:
-            with self.subTest(alert=alert):
-                self.assertIn(f"- alert: {alert}\n", rules)
-                self.assertIn(f"alertname: {alert}\n", tests)
+        for rules_path, tests_path, alerts in self.RULE_SETS:
+            rules = rules_path.read_text()
+            tests = tests_path.read_text()
+            with self.subTest(file=rules_path.name):
+                # The list above is the rule file's alerts, no more and no fewer.
+                self.assertEqual(sorted(re.findall(r"(?m)^\s+- alert: (\S+)$", rules)),
+                                 sorted(alerts))
+            for alert in alerts:
+                with self.subTest(alert=alert):
+                    self.assertIn(f"- alert: {alert}\n", rules)
+                    self.assertIn(f"alertname: {alert}\n", tests)
+                    # Two-sided: a case where it fires and one where it must not.
+                    self.assertRegex(tests, rf"alertname: {alert}\n\s+exp_alerts:\n\s+- exp_labels:")
+                    self.assertRegex(tests, rf"alertname: {alert}\n\s+exp_alerts: \[\]")
 
 
 class MetricNamesTest(unittest.TestCase):
@@ -187,12 +267,95 @@ class MetricNamesTest(unittest.TestCase):
             self.assertIn(name, self.known)
 
     def test_rules_use_agent_metrics(self):
-        for path in (RULES, RULE_TESTS):
+        for path in (RULES, RULE_TESTS, SLO_DATA, SLO_RULES, SLO_RULE_TESTS, SLO_TEST_DATA):
             with self.subTest(file=path.name):
                 self.assertEqual(unknown_metrics(path.read_text(), self.known), [])
 
     def test_dashboard_uses_agent_metrics(self):
         self.assertEqual(unknown_metrics(DASHBOARD.read_text(), self.known), [])
+
+
+class SloTest(unittest.TestCase):
+    # The SLOs are data (deploy/slo/isoscope-slos.yaml): each entry is checked here, since promtool
+    # accepts any label value and a threshold that is not a bucket bound matches no series.
+
+    @classmethod
+    def setUpClass(cls):
+        cls.buckets = request_buckets()
+
+    def test_bucket_bounds_are_found(self):
+        self.assertEqual(self.buckets[0], "0.0001")
+        self.assertIn("0.25", self.buckets)
+        self.assertEqual(self.buckets[-1], "10")
+
+    def test_thresholds_are_bucket_bounds(self):
+        # Without PyYAML: every `le:` of the SLO files is a bucket bound.
+        for path in (SLO_DATA, SLO_TEST_DATA):
+            for le in re.findall(r"(?m)^\s+le: (.*)$", path.read_text()):
+                with self.subTest(file=path.name, le=le):
+                    self.assertRegex(le, r'^"[^"]+"$', "quote le: a YAML number would be accepted "
+                                                        "but 1.0 is not the agent's \"1\"")
+                    self.assertIn(le.strip('"'), self.buckets)
+
+    def test_data_file_lists_the_bucket_bounds(self):
+        # The comment that tells the admin which thresholds exist matches the agent's buckets.
+        listed = re.search(r"writes them:(.*?)\(a", SLO_DATA.read_text(), re.S)
+        self.assertIsNotNone(listed)
+        self.assertEqual(re.findall(r'"([0-9.]+)"', listed.group(1)), self.buckets)
+
+    def test_slo_entries(self):
+        yaml = load_yaml()
+        if yaml is None:
+            self.skipTest("PyYAML not installed (package python3-yaml)")
+        for path in (SLO_DATA, SLO_TEST_DATA):
+            doc = yaml.safe_load(path.read_text())
+            names = []
+            for group in doc["groups"]:
+                for rule in group.get("rules") or []:
+                    with self.subTest(file=path.name, rule=rule):
+                        self.assertEqual(sorted(rule), ["expr", "labels", "record"])
+                        self.assertEqual(rule["record"], SLO_OBJECTIVE)
+                        objective = re.fullmatch(r"vector\(([0-9.]+)\)", rule["expr"].strip())
+                        self.assertIsNotNone(objective, "expr: vector(<objective>)")
+                        self.assertTrue(0 < float(objective.group(1)) < 1)
+                        labels = rule["labels"]
+                        for key in ("slo", "namespace", "owner", "le"):
+                            self.assertIsInstance(labels.get(key), str, key)
+                        self.assertIn(labels["le"], self.buckets)
+                        self.assertRegex(labels["namespace"], r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+                        self.assertRegex(labels["owner"], r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
+                        # The alerts set these; an SLO label would be overwritten or clash.
+                        self.assertFalse({"severity", "layer", "cause", "alertname"} & set(labels))
+                        names.append(labels["slo"])
+            with self.subTest(file=path.name):
+                self.assertEqual(len(names), len(set(names)), f"duplicate slo names: {names}")
+
+    def test_rules_are_generic(self):
+        # Nothing in the generic rules names a workload, a threshold or an objective: they come
+        # from the objective series.
+        rules = SLO_RULES.read_text()
+        for record in SLO_RECORDS:
+            self.assertIn(f"- record: {record}\n", rules)
+        self.assertNotRegex(rules, r'(namespace|owner|pod)\s*=~?\s*"')
+        self.assertNotRegex(rules, r'\ble\s*=~?\s*"')
+        self.assertNotIn("0.99", rules)
+
+    def test_owner_rule_is_the_same_everywhere(self):
+        # The same four label_replace calls derive `owner` in each rule that reads agent metrics.
+        chains = re.findall(r'((?:\s+"owner", "\$1", "pod", "[^"]+"\),?\n)+)',
+                            SLO_RULES.read_text())
+        self.assertEqual(len(chains), 3)
+        normalized = {re.sub(r"\s+", " ", c).strip().rstrip(",") for c in chains}
+        self.assertEqual(len(normalized), 1, normalized)
+        self.assertEqual(len(re.findall(r'"pod"', chains[0])), 4)
+
+    def test_burn_thresholds(self):
+        # The SRE workbook's pairs: 14.4 over 1h and 5m (page), 6 over 6h and 30m (ticket).
+        rules = SLO_RULES.read_text()
+        self.assertRegex(rules, r"isoscope:slo_burn_rate:1h > 14\.4\s+and\s+"
+                                r"isoscope:slo_burn_rate:5m > 14\.4\s")
+        self.assertRegex(rules, r"isoscope:slo_burn_rate:6h > 6\s+and\s+"
+                                r"isoscope:slo_burn_rate:30m > 6\s")
 
 
 class AgentFlagsTest(unittest.TestCase):
@@ -216,7 +379,55 @@ class KustomizeTest(unittest.TestCase):
 
     def test_renders_namespace_daemonset_service(self):
         kinds = sorted(d.get("kind") for d in self.render())
-        self.assertEqual(kinds, ["DaemonSet", "Namespace", "Service"])
+        self.assertEqual(kinds, ["ConfigMap", "DaemonSet", "Namespace", "Service"])
+
+    def rendered_slo_configmap(self, docs):
+        maps = [d for d in docs if d.get("kind") == "ConfigMap"]
+        self.assertEqual(len(maps), 1)
+        if "_text" in maps[0]:
+            self.skipTest("PyYAML not installed (package python3-yaml)")
+        return maps[0]
+
+    def test_slo_rules_configmap(self):
+        # The SLO files as they are, under a fixed name (Prometheus mounts it by name), and still
+        # valid rule files once rendered.
+        cm = self.rendered_slo_configmap(self.render())
+        self.assertEqual(cm["metadata"]["name"], SLO_CONFIGMAP)
+        self.assertEqual(cm["metadata"]["namespace"], "isoscope")
+        self.assertEqual(cm["metadata"]["labels"]["app.kubernetes.io/component"], "slo-rules")
+        self.assertEqual(cm["data"], {SLO_DATA.name: SLO_DATA.read_text(),
+                                      SLO_RULES.name: SLO_RULES.read_text()})
+        if PROMTOOL is None:
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            for key, text in cm["data"].items():
+                Path(tmp, key).write_text(text)
+            proc = run([PROMTOOL, "check", "rules"] + sorted(str(p) for p in Path(tmp).iterdir()))
+            self.assertEqual(proc.returncode, 0, describe(proc))
+
+    def test_slo_overlay_replaces_the_slos(self):
+        # docs/slo.md: a cluster's own SLO file in an overlay of deploy/slo, in Prometheus'
+        # namespace; the generic rules come along unchanged.
+        with tempfile.TemporaryDirectory() as tmp:
+            own = "groups:\n  - name: isoscope-slo-objectives\n    rules: []\n"
+            Path(tmp, "isoscope-slos.yaml").write_text(own)
+            Path(tmp, "kustomization.yaml").write_text(
+                "apiVersion: kustomize.config.k8s.io/v1beta1\n"
+                "kind: Kustomization\n"
+                "namespace: monitoring\n"
+                "resources:\n"
+                f"  - {os.path.relpath(SLO_DIR, tmp)}\n"
+                "configMapGenerator:\n"
+                f"  - name: {SLO_CONFIGMAP}\n"
+                "    behavior: merge\n"
+                "    files:\n"
+                "      - isoscope-slos.yaml\n")
+            proc = run([KUBECTL, "kustomize", tmp])
+            self.assertEqual(proc.returncode, 0, describe(proc))
+            cm = self.rendered_slo_configmap(parse_documents(proc.stdout))
+        self.assertEqual(cm["metadata"]["name"], SLO_CONFIGMAP)
+        self.assertEqual(cm["metadata"]["namespace"], "monitoring")
+        self.assertEqual(cm["data"], {SLO_DATA.name: own, SLO_RULES.name: SLO_RULES.read_text()})
 
     def test_daemonset_host_pid_and_metrics_port(self):
         daemonsets = [d for d in self.render() if d.get("kind") == "DaemonSet"]
