@@ -7,7 +7,7 @@ BUILD_SAN  ?= build-asan
 JOBS       ?= $(shell nproc)
 CMAKE_ARGS ?=
 
-.PHONY: all deps build build-asan demo test test-unit bench format tidy clean
+.PHONY: all deps build build-asan demo test test-unit bench format tidy clean image
 
 all: build
 
@@ -45,3 +45,10 @@ tidy: build
 
 clean:
 	rm -rf $(BUILD) $(BUILD_SAN)
+
+# The agent's OCI image archive (scripts/build-image.py): /usr/bin/isoscope, the libraries ldd
+# reports for it, and nothing else; no registry, no base image. Import it with
+# `ctr -n k8s.io images import $(BUILD)/image/isoscope-oci.tar` (docker.io/library/isoscope:latest,
+# the image deploy/ references).
+image: build
+	python3 scripts/build-image.py $(BUILD) $(BUILD)/image/isoscope-oci.tar

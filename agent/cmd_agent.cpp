@@ -7,6 +7,7 @@
 
 #include "agent/commands.hpp"
 #include "agent/live_source.hpp"
+#include "agent/pod_target.hpp"
 #include "collectors/container/thread_table.hpp"
 #include "correlator/aggregate.hpp"
 #include "correlator/cgroup_resolver.hpp"
@@ -123,12 +124,18 @@ int RunAgent(const AgentOptions& o) {
     std::fprintf(stderr, "isoscope agent: %s\n", mounts.error().message.c_str());
     return kExitFailure;
   }
-  CgroupResolver resolver(*mounts);
-  // The resolver is used by the interval callback and by the enricher's gRPC threads.
-  std::mutex resolver_mu;
-  auto describe = [&resolver, &resolver_mu](correlator::WorkloadKey key) {
-    std::lock_guard<std::mutex> lock(resolver_mu);
+  // Names cgroup ids (paths, pod and container ids, and the runtime's names). The enricher's
+  // gRPC threads never wait on it (describe); the drain thread may walk the cgroup tree for a
+  // cgroup it has not seen yet (describe_drain).
+  identity::WorkloadIndex::Options wo;
+  wo.cri_endpoint = o.cri_endpoint;
+  wo.cri = o.cri_endpoint != "none";
+  CgroupResolver resolver(*mounts, wo);
+  auto describe = [&resolver](correlator::WorkloadKey key) {
     return resolver.Describe(key.id, key.v1);
+  };
+  auto describe_drain = [&resolver](correlator::WorkloadKey key) {
+    return resolver.DescribeOrIndex(key.id, key.v1);
   };
 
   exporters::PrometheusExporter prom(o.max_workloads);
@@ -156,7 +163,7 @@ int RunAgent(const AgentOptions& o) {
   net_evidence.SetOldDataReason(DropReasonValue(KernelDropReasonNames(), "tcp_old_data"));
   exporters::NetworkMetrics net_metrics(prom.registry(), o.max_workloads);
   NetworkObserver net_observer([&](const network::NetInterval& i, correlator::WorkloadKey owner) {
-    net_metrics.OnInterval(i, owner.id != 0 ? describe(owner) : correlator::TargetInfo{});
+    net_metrics.OnInterval(i, owner.id != 0 ? describe_drain(owner) : correlator::TargetInfo{});
   });
   PeerResolver peers;
   EnrichOptions enrich;
@@ -165,6 +172,7 @@ int RunAgent(const AgentOptions& o) {
     return describe(correlator::WorkloadOf(v2, v1));
   };
   enrich.peer_process = [&peers](const std::string& uri) { return peers.Resolve(uri); };
+  enrich.node_name = PodTarget::NodeName();
   enrich.child_span_min_s = o.child_span_min_ms < 0 ? -1.0 : o.child_span_min_ms / 1e3;
   auto otlp_pipeline =
       StartOtlp(o, prom, [&](otlp::TraceRequest& req, const otlp::PeerInfo& peer) {
@@ -208,7 +216,7 @@ int RunAgent(const AgentOptions& o) {
     std::vector<correlator::IntervalReport> reports;
     for (auto& [key, breakdown] : correlator::AggregateByCgroup(sample)) {
       correlator::IntervalReport r;
-      r.target = describe(key);
+      r.target = describe_drain(key);
       r.start_ns = sample.start_ns;
       r.end_ns = sample.end_ns;
       r.breakdown = breakdown;
@@ -220,7 +228,8 @@ int RunAgent(const AgentOptions& o) {
     net_evidence.Expire(sample.end_ns);
     for (const auto& d : sample.delays) {
       const auto key = correlator::WorkloadOf(d.hdr.cgroup_v2_id, d.hdr.cgroup_v1_cpu_id);
-      prom.OnDelay(d.cause, static_cast<double>(d.hdr.ts_ns - d.start_ns) / 1e9, describe(key));
+      prom.OnDelay(d.cause, static_cast<double>(d.hdr.ts_ns - d.start_ns) / 1e9,
+                   describe_drain(key));
     }
   });
 

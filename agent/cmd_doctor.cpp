@@ -1,6 +1,7 @@
 // isoscope doctor: what works on this kernel, and why not where it does not.
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -14,6 +15,8 @@
 #include "agent/commands.hpp"
 #include "agent/features.hpp"
 #include "agent/loader.hpp"
+#include "agent/pod_target.hpp"
+#include "collectors/identity/cri.hpp"
 #include "collectors/network/net_devices.hpp"
 
 namespace isoscope {
@@ -247,6 +250,30 @@ int RunDoctor(const DoctorOptions& o) {
         {{"layer", l.layer}, {"available", l.available}, {"reason", l.reason}, {"causes", l.causes}});
   }
 
+  // Kubernetes names (agent/pod_target.hpp, collectors/identity/cri.hpp): which runtime answers.
+  {
+    nlohmann::json k8s = {{"node", PodTarget::NodeName()}};
+    auto cri = identity::CriClient::Connect(o.cri_endpoint, std::chrono::milliseconds(1000));
+    if (cri) {
+      auto snap = (*cri)->Snapshot();
+      k8s["cri"] = {{"endpoint", (*cri)->endpoint()}, {"available", snap.ok()}};
+      if (snap) {
+        k8s["cri"]["runtime"] = snap->runtime_name + " " + snap->runtime_version;
+        k8s["cri"]["pods"] = snap->pods.size();
+        k8s["cri"]["containers"] = snap->containers.size();
+        k8s["cri"]["reason"] = "";
+      } else {
+        k8s["cri"]["reason"] = snap.error().message;
+      }
+    } else {
+      k8s["cri"] = {{"endpoint", o.cri_endpoint},
+                    {"available", false},
+                    {"reason", cri.error().message + "; pods are traced by --pod-uid and labelled "
+                                                     "by uid only"}};
+    }
+    out["kubernetes"] = std::move(k8s);
+  }
+
   if (o.json) {
     std::cout << out.dump() << '\n';
   } else {
@@ -285,6 +312,16 @@ int RunDoctor(const DoctorOptions& o) {
     std::printf("  tc clsact + cls_bpf: %s %s\n",
                 tc["clsact"].is_null() ? "unknown" : (tc["clsact"].get<bool>() ? "yes" : "no"),
                 tc["reason"].get<std::string>().c_str());
+    const auto& cri = out["kubernetes"]["cri"];
+    std::cout << "\nkubernetes (node " << out["kubernetes"]["node"].get<std::string>() << ")\n";
+    if (cri["available"].get<bool>()) {
+      std::printf("  CRI %-4s %s at %s: %zu pods, %zu containers\n", "yes",
+                  cri["runtime"].get<std::string>().c_str(),
+                  cri["endpoint"].get<std::string>().c_str(), cri["pods"].get<std::size_t>(),
+                  cri["containers"].get<std::size_t>());
+    } else {
+      std::printf("  CRI %-4s %s\n", "no", cri["reason"].get<std::string>().c_str());
+    }
     std::cout << "\nlayers\n";
     for (const auto& l : out["layers"]) {
       std::printf("  %-11s %-4s %s\n", l["layer"].get<std::string>().c_str(),

@@ -11,6 +11,7 @@
 
 #include "agent/commands.hpp"
 #include "agent/live_source.hpp"
+#include "agent/pod_target.hpp"
 #include "collectors/container/thread_table.hpp"
 #include "collectors/identity/cgroup_identity.hpp"
 #include "common/fs.hpp"
@@ -50,6 +51,14 @@ struct Target {
   correlator::TargetInfo info;
   std::string v2_dir;  // cgroup directories whose subtree is the target
   std::string v1_dir;
+
+  // Takes a pod target's names and cgroup directories (the filter follows at RefreshSubtree).
+  void Follow(const PodTarget& pod, const std::string& cgroup_mode) {
+    info = pod.info();
+    info.cgroup_mode = cgroup_mode;
+    v2_dir = pod.dirs().v2_dir;
+    v1_dir = pod.dirs().v1_cpu_dir;
+  }
 
   void RefreshSubtree() {
     if (!v2_dir.empty()) {
@@ -238,12 +247,42 @@ void InstallStopHandlers() {
 }
 
 int RunTrace(const TraceOptions& o) {
-  auto resolved = ResolveTarget(o.pid, o.cgroup, !o.replay.empty());
-  if (auto* err = std::get_if<TargetError>(&resolved)) {
-    std::fprintf(stderr, "isoscope trace: %s\n", err->error.message.c_str());
-    return err->usage ? kExitUsage : kExitFailure;
+  // A pod target (agent/pod_target.hpp) is followed while traced; a pid or cgroup target is
+  // resolved once.
+  std::unique_ptr<PodTarget> pod;
+  Target target;
+  if (!o.pod.empty() || !o.pod_uid.empty() || !o.container_id.empty()) {
+    if (!o.replay.empty()) {
+      std::fprintf(stderr,
+                   "isoscope trace: a pod is resolved on the live node; replay a "
+                   "recording with --cgroup or --pid\n");
+      return kExitUsage;
+    }
+    auto mounts = identity::ReadMounts();
+    const identity::CgroupMounts m = mounts ? *mounts : identity::CgroupMounts{};
+    PodTargetOptions po;
+    po.query.name = o.pod;
+    po.query.namespace_name = o.namespace_name;
+    po.query.container = o.container;
+    po.query.pod_uid = o.pod_uid;
+    po.query.container_id = o.container_id;
+    po.cri_endpoint = o.cri_endpoint;
+    auto r = PodTarget::Resolve(po, m);
+    if (auto* err = std::get_if<PodTargetError>(&r)) {
+      std::fprintf(stderr, "isoscope trace: %s\n", err->error.message.c_str());
+      return err->usage ? kExitUsage : kExitFailure;
+    }
+    pod = std::get<std::unique_ptr<PodTarget>>(std::move(r));
+    target.Follow(*pod, std::string(identity::CgroupModeName(m.mode())));
+    target.RefreshSubtree();
+  } else {
+    auto resolved = ResolveTarget(o.pid, o.cgroup, !o.replay.empty());
+    if (auto* err = std::get_if<TargetError>(&resolved)) {
+      std::fprintf(stderr, "isoscope trace: %s\n", err->error.message.c_str());
+      return err->usage ? kExitUsage : kExitFailure;
+    }
+    target = std::get<Target>(std::move(resolved));
   }
-  Target target = std::get<Target>(std::move(resolved));
 
   std::vector<std::int32_t> seed;
   if (o.replay.empty()) {
@@ -302,6 +341,10 @@ int RunTrace(const TraceOptions& o) {
 
   container::ThreadTable table([&](const container::IntervalSample& sample) {
     correlator::IntervalReport report;
+    if (pod) {  // follow the pod: restarts, re-created sandboxes, deletion
+      report.notes = pod->Follow();
+      target.Follow(*pod, target.info.cgroup_mode);
+    }
     report.target = target.info;
     report.start_ns = sample.start_ns;
     report.end_ns = sample.end_ns;
@@ -365,6 +408,7 @@ int RunTrace(const TraceOptions& o) {
       target_gone = true;
       break;
     }
+    if (pod && pod->gone()) break;  // said in the last interval's notes
     if (!target.v2_dir.empty() || !target.v1_dir.empty()) target.RefreshSubtree();
   }
   if (pipeline) pipeline->Stop();

@@ -24,6 +24,15 @@ struct TraceOptions {
   CommonOptions common;
   std::int32_t pid = 0;
   std::string cgroup;
+  // A Kubernetes pod (agent/pod_target.hpp): by name (with namespace and container when given),
+  // by uid or by container id; named through the CRI socket (cri_endpoint; "" probes the usual
+  // ones).
+  std::string pod;
+  std::string namespace_name;
+  std::string container;
+  std::string pod_uid;
+  std::string container_id;
+  std::string cri_endpoint;
   double duration_s = 0;  // 0: until interrupted (or end of replay)
   bool json = false;
   std::string replay;
@@ -45,6 +54,7 @@ int RunRecord(const RecordOptions& options);
 
 struct DoctorOptions {
   bool json = false;
+  std::string cri_endpoint;  // "" = probe the usual CRI sockets
 };
 int RunDoctor(const DoctorOptions& options);
 
@@ -67,6 +77,9 @@ struct AgentOptions {
   double otlp_metrics_interval_s = 10;
   // A child span per blamable cause of at least this many ms under each enriched span (< 0: none).
   double child_span_min_ms = -1;
+  // The CRI socket that names pods and containers ("" = probe the usual ones, "none" = do not
+  // ask a runtime: pods by uid only).
+  std::string cri_endpoint;
 };
 int RunAgent(const AgentOptions& options);
 

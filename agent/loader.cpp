@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <unistd.h>
+#include <zlib.h>
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
@@ -343,20 +344,23 @@ std::vector<std::string> KernelDropReasonNames() {
 
 std::uint32_t KernelConfigHz() {
   static const std::uint32_t hz = [] {
-    utsname u{};
-    std::string cmd = "zcat /proc/config.gz 2>/dev/null";
-    if (uname(&u) == 0) {
-      cmd = fmt::format("cat '/boot/config-{}' 2>/dev/null || {}", u.release, cmd);
-    }
+    // The kernel's build config, read in-process (an image of the agent has no shell or zcat):
+    // /boot/config-<release>, else /proc/config.gz; gzopen reads plain and gzip files alike.
+    std::vector<std::string> paths;
+    if (utsname u{}; uname(&u) == 0) paths.push_back(fmt::format("/boot/config-{}", u.release));
+    paths.emplace_back("/proc/config.gz");
     std::uint32_t value = 0;
-    if (FILE* p = popen(cmd.c_str(), "r")) {
+    for (const auto& path : paths) {
+      gzFile f = gzopen(path.c_str(), "rb");
+      if (f == nullptr) continue;
       char line[256];
-      while (std::fgets(line, sizeof(line), p)) {
+      while (gzgets(f, line, sizeof(line)) != nullptr) {
         if (std::strncmp(line, "CONFIG_HZ=", 10) == 0) {
           value = static_cast<std::uint32_t>(std::strtoul(line + 10, nullptr, 10));
         }
       }
-      pclose(p);
+      gzclose(f);
+      if (value != 0) break;
     }
     return value;
   }();

@@ -28,11 +28,28 @@ int main(int argc, char** argv) {
   };
 
   TraceOptions trace;
-  auto* trace_cmd = app.add_subcommand("trace", "per-interval breakdown for a process or cgroup");
+  auto* trace_cmd =
+      app.add_subcommand("trace", "per-interval breakdown for a pod, a process or a cgroup");
+  auto* pod_opt = trace_cmd->add_option("pod", trace.pod, "pod name (on this node)");
+  trace_cmd->add_option("-n,--namespace", trace.namespace_name,
+                        "the pod's namespace (default: any; a name in several must choose)");
+  trace_cmd->add_option("-c,--container", trace.container,
+                        "only this container of the pod (default: every container)");
+  auto* uid_opt = trace_cmd->add_option("--pod-uid", trace.pod_uid, "pod UID");
+  auto* cid_opt =
+      trace_cmd->add_option("--container-id", trace.container_id, "container id (or a prefix)");
+  trace_cmd->add_option("--cri-endpoint", trace.cri_endpoint,
+                        "CRI socket naming the pods (default: probe containerd, CRI-O, ...)");
   auto* pid_opt = trace_cmd->add_option("--pid", trace.pid, "process id");
   auto* cg_opt = trace_cmd->add_option("--cgroup", trace.cgroup,
                                        "cgroup directory (absolute, or relative to a hierarchy)");
-  pid_opt->excludes(cg_opt);
+  // One target: a pod (by name, uid or container id), a process or a cgroup.
+  const std::vector<CLI::Option*> targets = {pod_opt, uid_opt, cid_opt, pid_opt, cg_opt};
+  for (auto* a : targets) {
+    for (auto* b : targets) {
+      if (a != b) a->excludes(b);
+    }
+  }
   trace_cmd->add_option("--duration", trace.duration_s, "seconds to run (0: until Ctrl-C)");
   trace_cmd->add_flag("--json", trace.json, "one JSON object per line per interval");
   trace_cmd->add_option("--otlp-listen", trace.otlp_listen,
@@ -56,6 +73,8 @@ int main(int argc, char** argv) {
   DoctorOptions doctor;
   auto* doctor_cmd = app.add_subcommand("doctor", "which probes and layers work on this kernel");
   doctor_cmd->add_flag("--json", doctor.json, "machine-readable output");
+  doctor_cmd->add_option("--cri-endpoint", doctor.cri_endpoint,
+                         "CRI socket to check (default: probe containerd, CRI-O, ...)");
 
   AgentOptions agent;
   auto* agent_cmd = app.add_subcommand("agent", "node-wide daemon with Prometheus /metrics");
@@ -65,6 +84,9 @@ int main(int argc, char** argv) {
                         "label sets per metric before folding into cgroup=\"other\"")
       ->capture_default_str();
   agent_cmd->add_option("--duration", agent.duration_s, "seconds to run (0: until SIGTERM)");
+  agent_cmd->add_option("--cri-endpoint", agent.cri_endpoint,
+                        "CRI socket naming pods and containers (default: probe containerd, CRI-O, "
+                        "...; \"none\": pods by uid only)");
   auto* otlp_listen_opt =
       agent_cmd
           ->add_option("--otlp-listen", agent.otlp_listen,
@@ -100,8 +122,16 @@ int main(int argc, char** argv) {
   log::InstallLibbpfLogger();
 
   if (*trace_cmd) {
-    if (trace.pid == 0 && trace.cgroup.empty()) {
-      std::fprintf(stderr, "isoscope trace: give --pid PID or --cgroup PATH\n");
+    if (trace.pid == 0 && trace.cgroup.empty() && trace.pod.empty() && trace.pod_uid.empty() &&
+        trace.container_id.empty()) {
+      std::fprintf(stderr,
+                   "isoscope trace: give a pod (POD [-n NAMESPACE] [-c CONTAINER], --pod-uid UID "
+                   "or --container-id ID), --pid PID or --cgroup PATH\n");
+      return kExitUsage;
+    }
+    if ((!trace.namespace_name.empty() || !trace.container.empty()) && trace.pod.empty() &&
+        trace.pod_uid.empty()) {
+      std::fprintf(stderr, "isoscope trace: -n/-c go with a pod name or --pod-uid\n");
       return kExitUsage;
     }
     return RunTrace(trace);

@@ -52,6 +52,12 @@ struct TargetInfo {
   std::string container_id;
   std::string comm;
   std::string cgroup_mode;   // "v1", "v2", "hybrid"
+  // Kubernetes names, from the container runtime (CRI) when it knows the pod; empty otherwise.
+  std::string namespace_name;
+  std::string pod_name;
+  std::string container_name;  // empty for a whole-pod target
+  std::string sandbox;         // the pod's sandbox runtime from its RuntimeClass handler
+                               // ("gvisor", "kata"); empty for plain runc
 };
 
 // The target's network time in one interval (docs/network.md, "Per target"):
@@ -90,6 +96,9 @@ struct IntervalReport {
   Verdict verdict;
   NetworkSection network;
   std::vector<RequestReport> requests;  // spans that ended in this interval
+  // What changed in the target during the interval, for the reader ("container app restarted:
+  // attempt 0 -> 1, id 3f1a... -> 9c2e..."); empty most of the time.
+  std::vector<std::string> notes;
 };
 
 }  // namespace isoscope::correlator

@@ -1,36 +1,40 @@
-// Maps cgroup ids seen in records to paths and workload identity (pod UID,
-// container ID), for v1, v2 and hybrid hosts alike.
+// Names the cgroup ids seen in records: path, pod UID and container ID (from the path, for v1,
+// v2 and hybrid hosts alike) and, where the container runtime knows them, the Kubernetes
+// namespace, pod and container names and the pod's sandbox runtime (collectors/identity/
+// workload_index.hpp). Thread-safe.
 #pragma once
 
-#include <chrono>
 #include <cstdint>
-#include <string>
-#include <unordered_map>
+#include <memory>
 
 #include "collectors/identity/cgroup_identity.hpp"
+#include "collectors/identity/workload_index.hpp"
 #include "correlator/breakdown.hpp"
 
 namespace isoscope::correlator {
 
 class CgroupResolver {
  public:
-  explicit CgroupResolver(identity::CgroupMounts mounts) : mounts_(std::move(mounts)) {}
-  // Path (relative to its hierarchy root, e.g. "/kubepods/burstable/pod…/…")
-  // of a cgroup id; empty when unknown even after a re-index (re-indexing is
-  // rate-limited to once per 5 s).
-  // v1 selects the cpu controller's v1 hierarchy, else the v2 hierarchy.
-  std::string PathOf(std::uint64_t id, bool v1);
-  // TargetInfo with cgroup path, pod UID and container ID filled when known.
-  correlator::TargetInfo Describe(std::uint64_t id, bool v1);
-  const identity::CgroupMounts& mounts() const { return mounts_; }
+  explicit CgroupResolver(identity::CgroupMounts mounts,
+                          identity::WorkloadIndex::Options options = {});
+
+  // For the span path (OTLP receiver threads): never waits for a cgroup walk or the runtime. An
+  // unknown id or pod is named as far as known ("v2-id:<n>" / "v1-cpu-id:<n>" for an unknown
+  // cgroup) and a rebuild is asked for.
+  TargetInfo Describe(std::uint64_t id, bool v1) const;
+  // For the drain thread: an unknown id first rebuilds the index in this thread (at most once per
+  // min_rebuild), so a cgroup born in this interval is named in this interval's report; a known
+  // cgroup whose pod or container the runtime has not named yet only asks for a rebuild.
+  TargetInfo DescribeOrIndex(std::uint64_t id, bool v1);
+
+  const identity::CgroupMounts& mounts() const { return index_.mounts(); }
+  identity::WorkloadIndex& index() { return index_; }
 
  private:
-  void Reindex();
-  identity::CgroupMounts mounts_;
-  std::unordered_map<std::uint64_t, std::string> v2_paths_;
-  std::unordered_map<std::uint64_t, std::string> v1_paths_;
-  std::chrono::steady_clock::time_point last_index_{};
-  bool indexed_ = false;
+  TargetInfo DescribeIn(const identity::WorkloadSnapshot& snap, std::uint64_t id, bool v1,
+                        bool* missed_path, bool* missed_name) const;
+  // mutable: Describe() only asks the index for a rebuild, which does not change what it means.
+  mutable identity::WorkloadIndex index_;
 };
 
 }  // namespace isoscope::correlator

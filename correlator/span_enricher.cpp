@@ -235,6 +235,18 @@ void EnrichSpans(otlp::TraceRequest& request, const correlator::EvidenceStore& s
           SetAttribute(attrs, {"container.id", t.container_id});
         }
         if (pod_uid.empty() && !t.pod_uid.empty()) SetAttribute(attrs, {"k8s.pod.uid", t.pod_uid});
+        // OpenTelemetry semantic conventions (k8s.*): only what the application did not say.
+        for (const auto& [key, value] : {std::pair<std::string_view, const std::string*>{
+                                             "k8s.namespace.name", &t.namespace_name},
+                                         {"k8s.pod.name", &t.pod_name},
+                                         {"k8s.container.name", &t.container_name}}) {
+          if (!value->empty() && ResourceString(rs.resource(), key).empty()) {
+            SetAttribute(attrs, {std::string(key), *value});
+          }
+        }
+      }
+      if (!options.node_name.empty() && ResourceString(rs.resource(), "k8s.node.name").empty()) {
+        SetAttribute(attrs, {"k8s.node.name", options.node_name});
       }
     }
   }

@@ -55,8 +55,9 @@ using SpanObserver = std::function<void(const SpanOutcome&)>;
 struct EnrichOptions {
   // Network intervals of a bound socket's flow (docs/network.md).
   correlator::NetLookup net;
-  // Workload identity of a cgroup (v2 id, v1 cpu id): container.id and
-  // k8s.pod.uid go on the resource, and spans whose resource names a
+  // Workload identity of a cgroup (v2 id, v1 cpu id): container.id, k8s.pod.uid and, where the
+  // container runtime named them, k8s.namespace.name, k8s.pod.name and k8s.container.name go on
+  // the resource (never replacing what the application set), and spans whose resource names a
   // container or pod bind to its processes.
   std::function<correlator::TargetInfo(std::uint64_t, std::uint64_t)> describe;
   // The process at the other end of the OTLP connection ("ipv4:127.0.0.1:4567").
@@ -64,6 +65,8 @@ struct EnrichOptions {
   // A child span per blamable cause of at least this many seconds, parented
   // to the span (INTERNAL, named "isoscope <cause>"); < 0: none.
   double child_span_min_s = -1;
+  // k8s.node.name on the resource of every span bound to this node's threads ("" = leave out).
+  std::string node_name;
 };
 
 // Joins and annotates every SERVER/CONSUMER span in `request`; `observer`, when

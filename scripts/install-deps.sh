@@ -8,12 +8,16 @@ PKGS=(
   qemu-system-x86 cpio busybox-static
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libcivetweb-dev
+  containerd runc containernetworking-plugins skopeo python3-grpcio python3-protobuf
 )
 # Test-side JavaScript (the OpenTelemetry SDK from npm) needs node and npm. A
 # machine may already have them from another source (NodeSource's nodejs
 # bundles npm and conflicts with Debian's npm package): commands count.
 command -v node >/dev/null 2>&1 || PKGS+=(nodejs)
 command -v npm >/dev/null 2>&1 || PKGS+=(npm)
+# kubectl renders deploy/ (kustomize); an image may ship another kubectl package (google-cloud-sdk's
+# conflicts with Debian's kubernetes-client on /usr/bin/kubectl): the command counts.
+command -v kubectl >/dev/null 2>&1 || PKGS+=(kubernetes-client)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -611,4 +611,44 @@ std::vector<std::uint64_t> SubtreeIds(const std::string& dir, std::size_t max_en
   return ids;
 }
 
+namespace {
+
+// The shortest directory (relative path) of a hierarchy whose identity satisfies `match`.
+template <typename Match>
+std::string FindDir(const std::string& root, Match match) {
+  if (root.empty()) return {};
+  std::string best;
+  for (const auto& [id, rel] : IndexHierarchy(root)) {
+    if (!match(ParseCgroupPath(rel))) continue;
+    if (best.empty() || rel.size() < best.size()) best = rel;
+  }
+  return best.empty() ? std::string{} : root + best;
+}
+
+template <typename Match>
+WorkloadDirs FindWorkloadDirs(const CgroupMounts& mounts, Match match) {
+  WorkloadDirs dirs;
+  dirs.v2_dir = FindDir(mounts.v2_root, match);
+  if (auto cpu = mounts.v1_roots.find("cpu"); cpu != mounts.v1_roots.end()) {
+    dirs.v1_cpu_dir = FindDir(cpu->second, match);
+  }
+  return dirs;
+}
+
+}  // namespace
+
+WorkloadDirs FindPodDirs(const CgroupMounts& mounts, const std::string& pod_uid) {
+  const std::string uid = ParseCgroupPath("/kubepods/pod" + pod_uid).pod_uid;  // canonical form
+  if (uid.empty()) return {};
+  return FindWorkloadDirs(mounts, [&](const WorkloadIdentity& w) {
+    return w.pod_uid == uid && w.container_id.empty();
+  });
+}
+
+WorkloadDirs FindContainerDirs(const CgroupMounts& mounts, const std::string& container_id) {
+  if (container_id.empty()) return {};
+  return FindWorkloadDirs(
+      mounts, [&](const WorkloadIdentity& w) { return w.container_id == container_id; });
+}
+
 }  // namespace isoscope::identity

@@ -110,4 +110,21 @@ std::unordered_map<std::uint64_t, std::string> IndexHierarchy(const std::string&
 // at most max_entries of them. Empty if dir does not exist.
 std::vector<std::uint64_t> SubtreeIds(const std::string& dir, std::size_t max_entries = 100000);
 
+// ---- a workload's cgroup directories ----------------------------------------------------------
+
+// The directories (absolute) of one workload in the v2 hierarchy and in the v1 cpu hierarchy;
+// either is empty where the hierarchy is absent or holds no such cgroup.
+struct WorkloadDirs {
+  std::string v2_dir;
+  std::string v1_cpu_dir;
+  bool empty() const { return v2_dir.empty() && v1_cpu_dir.empty(); }
+};
+
+// The pod-level cgroup of a pod UID (the directory ParseCgroupPath reads as that pod with no
+// container: /kubepods/<qos>/pod<uid>, kubepods-<qos>-pod<uid>.slice, ...), found by walking the
+// hierarchies; its subtree holds every container of the pod, restarted ones included.
+WorkloadDirs FindPodDirs(const CgroupMounts& mounts, const std::string& pod_uid);
+// The cgroup of one container id (the directory ParseCgroupPath reads as that container).
+WorkloadDirs FindContainerDirs(const CgroupMounts& mounts, const std::string& container_id);
+
 }  // namespace isoscope::identity

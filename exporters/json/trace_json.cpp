@@ -106,7 +106,9 @@ Result<correlator::TargetInfo> ParseTarget(const json& object) {
   };
   for (const StringKey& k :
        {StringKey{"cgroup", &target.cgroup}, StringKey{"pod_uid", &target.pod_uid},
-        StringKey{"container_id", &target.container_id}, StringKey{"comm", &target.comm}}) {
+        StringKey{"container_id", &target.container_id}, StringKey{"comm", &target.comm},
+        StringKey{"namespace", &target.namespace_name}, StringKey{"pod", &target.pod_name},
+        StringKey{"container", &target.container_name}, StringKey{"sandbox", &target.sandbox}}) {
     auto value = OptionalString(object, kWhere, k.key);
     if (!value) return value.error();
     *k.out = std::move(value.value());
@@ -211,6 +213,10 @@ json TraceIntervalJson(const correlator::IntervalReport& report) {
   if (!t.pod_uid.empty()) target["pod_uid"] = t.pod_uid;
   if (!t.container_id.empty()) target["container_id"] = t.container_id;
   if (!t.comm.empty()) target["comm"] = t.comm;
+  if (!t.namespace_name.empty()) target["namespace"] = t.namespace_name;
+  if (!t.pod_name.empty()) target["pod"] = t.pod_name;
+  if (!t.container_name.empty()) target["container"] = t.container_name;
+  if (!t.sandbox.empty()) target["sandbox"] = t.sandbox;
 
   const correlator::Breakdown& b = report.breakdown;
   json breakdown = BreakdownJson(b);
@@ -235,6 +241,7 @@ json TraceIntervalJson(const correlator::IntervalReport& report) {
                       {"retransmits_spurious", n.retransmits_spurious},
                       {"drops", n.drops}};
   }
+  if (!report.notes.empty()) out["notes"] = report.notes;
   return out;
 }
 
@@ -312,6 +319,13 @@ Result<correlator::IntervalReport> ParseTraceIntervalJson(const json& object) {
   auto verdict = ParseVerdict(**verdict_field);
   if (!verdict) return verdict.error();
   report.verdict = *verdict;
+  if (const auto notes = object.find("notes"); notes != object.end()) {
+    if (!notes->is_array()) return MakeError("{}: \"notes\" must be an array", kWhere);
+    for (const auto& note : *notes) {
+      if (!note.is_string()) return MakeError("{}: \"notes\" must hold strings", kWhere);
+      report.notes.push_back(note.get<std::string>());
+    }
+  }
   return report;
 }
 

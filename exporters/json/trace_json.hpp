@@ -1,6 +1,7 @@
 // `isoscope trace --json`: one JSON object per interval (schema in docs and below).
 //
-//   {"target":{"pid":4242,"cgroup":"...","pod_uid":"...","container_id":"...","comm":"..."},
+//   {"target":{"pid":4242,"cgroup":"...","pod_uid":"...","container_id":"...","comm":"...",
+//              "namespace":"shop","pod":"checkout-7f9c","container":"app","sandbox":"gvisor"},
 //    "interval_s":2.0,"thread_seconds":8.0,"threads":4,
 //    "breakdown":[{"layer":"container","cause":"container.cpu_throttle","seconds":6.24,
 //                  "share":0.78},...],
@@ -16,7 +17,9 @@
 // With network evidence (docs/network.md) the breakdown also lists the target's network causes,
 // each with "slice" and "mechanism" keys; their time overlaps the threads' own time, so their
 // share (of thread_seconds like every row) does not add up with the thread causes'. A "network"
-// object then gives {"flows":N,"seconds":F,"retransmits":N,"drops":{"reason":N}}.
+// object then gives {"flows":N,"seconds":F,"retransmits":N,"drops":{"reason":N}}. "notes" (an
+// array of strings, only when not empty) says what changed in the target during the interval (a
+// pod's container restarted).
 //
 // Requests (spans joined while tracing, `isoscope trace --otlp-listen`) are separate objects, one
 // per line: {"trace_id":"..","span_id":"..","duration_s":F,"binding":"thread",

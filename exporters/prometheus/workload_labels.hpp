@@ -1,7 +1,9 @@
-// The workload labels every isoscope metric family carries (pod_uid, container_id, cgroup), with
-// bounded cardinality: after `max_workloads` distinct workloads, further ones fold into
-// {cgroup="other",pod_uid="",container_id=""}. Each exporter counts the folds its own way (its
-// *_workloads_overflow_total counter). Not thread-safe: callers hold their own lock.
+// The workload labels every isoscope metric family carries (pod_uid, container_id, cgroup, and the
+// Kubernetes names namespace, pod, container in kube-state-metrics' convention, empty where the
+// container runtime did not name them), with bounded cardinality: after `max_workloads` distinct
+// workloads, further ones fold into {cgroup="other"} with every other workload label empty. Each
+// exporter counts the folds its own way (its *_workloads_overflow_total counter). Not
+// thread-safe: callers hold their own lock.
 #pragma once
 
 #include <cstddef>
@@ -21,24 +23,27 @@ class WorkloadFolder {
 
   // Labels for `target`; sets *folded when it went into the overflow series.
   prometheus::Labels Labels(const correlator::TargetInfo& target, bool* folded) {
-    Key key{target.pod_uid, target.container_id, target.cgroup};
+    Key key{target.pod_uid,        target.container_id, target.cgroup,
+            target.namespace_name, target.pod_name,     target.container_name};
     *folded = false;
     if (workloads_.count(key) == 0) {
       if (workloads_.size() < max_workloads_) {
         workloads_.insert(key);
       } else {
         *folded = true;
-        key = Key{"", "", "other"};
+        key = Key{"", "", "other", "", "", ""};
       }
     }
-    auto& [pod_uid, container_id, cgroup] = key;
-    return {{"pod_uid", std::move(pod_uid)},
-            {"container_id", std::move(container_id)},
-            {"cgroup", std::move(cgroup)}};
+    auto& [pod_uid, container_id, cgroup, ns, pod, container] = key;
+    return {{"pod_uid", std::move(pod_uid)}, {"container_id", std::move(container_id)},
+            {"cgroup", std::move(cgroup)},   {"namespace", std::move(ns)},
+            {"pod", std::move(pod)},         {"container", std::move(container)}};
   }
 
  private:
-  using Key = std::tuple<std::string, std::string, std::string>;  // pod, container, cgroup
+  // pod uid, container id, cgroup, namespace, pod, container
+  using Key =
+      std::tuple<std::string, std::string, std::string, std::string, std::string, std::string>;
   const std::size_t max_workloads_;
   std::set<Key> workloads_;
 };

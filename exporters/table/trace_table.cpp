@@ -72,8 +72,17 @@ std::string Header(const correlator::IntervalReport& report) {
   } else if (!t.comm.empty()) {
     parts.push_back(fmt::format("comm {}", t.comm));
   }
-  if (!t.pod_uid.empty()) parts.push_back(fmt::format("pod {}", t.pod_uid));
-  if (!t.container_id.empty()) {
+  if (!t.pod_name.empty()) {
+    parts.push_back(fmt::format("pod {}/{}", t.namespace_name, t.pod_name));
+  } else if (!t.pod_uid.empty()) {
+    parts.push_back(fmt::format("pod {}", t.pod_uid));
+  }
+  if (!t.sandbox.empty()) parts.push_back(fmt::format("sandbox {}", t.sandbox));
+  if (!t.container_name.empty()) {
+    parts.push_back(t.container_id.empty() ? fmt::format("container {}", t.container_name)
+                                           : fmt::format("container {} ({})", t.container_name,
+                                                         ShortContainerId(t.container_id)));
+  } else if (!t.container_id.empty()) {
     parts.push_back(fmt::format("container {}", ShortContainerId(t.container_id)));
   }
   // A process target names its cgroup hierarchy mode; a cgroup target names its path too.
@@ -176,6 +185,7 @@ std::string RequestBlock(const std::vector<correlator::RequestReport>& requests,
 std::string RenderTraceTable(const correlator::IntervalReport& report, bool color) {
   const correlator::Breakdown& b = report.breakdown;
   std::string out = Header(report);
+  for (const auto& note : report.notes) out += Paint("note: " + note, kDim, color) + '\n';
   out += VerdictLine(report.verdict, color);
   out += '\n';
 

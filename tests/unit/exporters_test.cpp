@@ -211,6 +211,35 @@ TEST(TraceJson, RoundTrip) {
   EXPECT_EQ(TraceIntervalJson(parsed.value()), TraceIntervalJson(r));
 }
 
+// A pod target: the runtime's names, its sandbox and the interval's notes survive the text.
+TEST(TraceJson, RoundTripPodNamesAndNotes) {
+  IntervalReport r = ThrottledReport();
+  r.target.pid.reset();
+  r.target.namespace_name = "shop";
+  r.target.pod_name = "checkout-7f9c4-x2z9q";
+  r.target.container_name = "app";
+  r.target.sandbox = "gvisor";
+  r.notes = {"container app restarted: attempt 0 -> 1, id 3f1a9d8e7c6b -> 9c2e00000000"};
+  const json j = TraceIntervalJson(r);
+  EXPECT_EQ(j["target"]["namespace"], "shop");
+  EXPECT_EQ(j["target"]["pod"], "checkout-7f9c4-x2z9q");
+  EXPECT_EQ(j["target"]["container"], "app");
+  EXPECT_EQ(j["target"]["sandbox"], "gvisor");
+  EXPECT_EQ(j["notes"].size(), 1u);
+  auto parsed = ParseTraceIntervalJson(json::parse(j.dump()));
+  ASSERT_TRUE(parsed.ok()) << parsed.error().message;
+  EXPECT_EQ(parsed->target.pod_name, "checkout-7f9c4-x2z9q");
+  EXPECT_EQ(parsed->target.namespace_name, "shop");
+  EXPECT_EQ(parsed->target.container_name, "app");
+  EXPECT_EQ(parsed->target.sandbox, "gvisor");
+  EXPECT_EQ(parsed->notes, r.notes);
+  EXPECT_EQ(TraceIntervalJson(parsed.value()), j);
+  EXPECT_FALSE(TraceIntervalJson(ThrottledReport()).contains("notes"));
+  json bad = j;
+  bad["notes"] = {1};
+  EXPECT_FALSE(ParseTraceIntervalJson(bad).ok());
+}
+
 TEST(TraceJson, NetworkSectionAndRequests) {
   IntervalReport r = ThrottledReport();
   r.network.measured = true;
@@ -374,6 +403,23 @@ TEST(TraceTable, HeaderAndVerdict) {
   EXPECT_EQ(out.find("\x1b["), std::string::npos);  // no colour unless asked
 }
 
+TEST(TraceTable, PodTargetHeaderNamesPodSandboxContainerAndNotes) {
+  IntervalReport r = ThrottledReport();
+  r.target.pid.reset();
+  r.target.comm.clear();
+  r.target.namespace_name = "shop";
+  r.target.pod_name = "checkout-7f9c4-x2z9q";
+  r.target.container_name = "app";
+  r.target.sandbox = "gvisor";
+  r.notes = {"container app restarted: attempt 0 -> 1"};
+  const auto lines = Lines(RenderTraceTable(r));
+  EXPECT_EQ(lines[0],
+            "isoscope trace pod shop/checkout-7f9c4-x2z9q · sandbox gvisor · container app "
+            "(3f1a…c2) · cgroup /kubepods/burstable/pod5b2c/3f1a (v2) · 4 threads");
+  EXPECT_EQ(lines[1], "note: container app restarted: attempt 0 -> 1");
+  EXPECT_EQ(lines[2].rfind("verdict  container.cpu_throttle", 0), 0u);
+}
+
 TEST(TraceTable, HeaderOmitsUnknownParts) {
   IntervalReport r = QuietReport();
   EXPECT_EQ(Lines(RenderTraceTable(r))[0], "isoscope trace pid 7 · 1 thread");
@@ -497,9 +543,9 @@ TEST(Prometheus, FamiliesHaveHelpAndTypes) {
 TEST(Prometheus, OnIntervalCauseThreadAndVerdictSeries) {
   PrometheusExporter exporter;
   const IntervalReport r = ThrottledReport();
-  const std::string w =
-      "cgroup=\"" + r.target.cgroup + "\",container_id=\"" + r.target.container_id + "\"";
-  const std::string pod = "pod_uid=\"" + r.target.pod_uid + "\"";
+  const std::string w = "cgroup=\"" + r.target.cgroup + "\",container=\"\",container_id=\"" +
+                        r.target.container_id + "\"";
+  const std::string pod = "namespace=\"\",pod=\"\",pod_uid=\"" + r.target.pod_uid + "\"";
   exporter.OnInterval({r, QuietReport()});
   exporter.OnInterval({r});
   const std::string s = exporter.Scrape();
@@ -518,11 +564,28 @@ TEST(Prometheus, OnIntervalCauseThreadAndVerdictSeries) {
                    2.0);
   EXPECT_DOUBLE_EQ(Sample(s, "isoscope_verdicts_total{cause=\"none\",layer=\"none\"}"), 1.0);
   // QuietReport has only a pid: its workload labels are empty strings.
-  EXPECT_DOUBLE_EQ(Sample(s,
-                          "isoscope_thread_seconds_total{cgroup=\"\",container_id=\"\","
-                          "pod_uid=\"\"}"),
-                   1.0);
+  EXPECT_DOUBLE_EQ(
+      Sample(s,
+             "isoscope_thread_seconds_total{cgroup=\"\",container=\"\",container_id=\"\","
+             "namespace=\"\",pod=\"\",pod_uid=\"\"}"),
+      1.0);
   EXPECT_DOUBLE_EQ(Sample(s, "isoscope_workloads_overflow_total"), 0.0);
+}
+
+// The runtime's names are labels too (kube-state-metrics' namespace, pod, container).
+TEST(Prometheus, KubernetesNamesAreLabels) {
+  PrometheusExporter exporter;
+  IntervalReport r = ThrottledReport();
+  r.target.namespace_name = "shop";
+  r.target.pod_name = "checkout-7f9c4-x2z9q";
+  r.target.container_name = "app";
+  exporter.OnInterval({r});
+  const std::string s = exporter.Scrape();
+  EXPECT_DOUBLE_EQ(Sample(s, "isoscope_thread_seconds_total{cgroup=\"" + r.target.cgroup +
+                                 "\",container=\"app\",container_id=\"" + r.target.container_id +
+                                 "\",namespace=\"shop\",pod=\"checkout-7f9c4-x2z9q\",pod_uid=\"" +
+                                 r.target.pod_uid + "\"}"),
+                   8.0);
 }
 
 TEST(Prometheus, OnDelayHistogram) {
@@ -535,7 +598,8 @@ TEST(Prometheus, OnDelayHistogram) {
   exporter.OnDelay(ISO_CAUSE_CONTAINER_CPU_THROTTLE, -1.0, w);  // ignored
   const std::string s = exporter.Scrape();
   const std::string labels =
-      "cause=\"container.cpu_throttle\",cgroup=\"/a\",container_id=\"ctr-a\",pod_uid=\"pod-a\"";
+      "cause=\"container.cpu_throttle\",cgroup=\"/"
+      "a\",container=\"\",container_id=\"ctr-a\",namespace=\"\",pod=\"\",pod_uid=\"pod-a\"";
   EXPECT_DOUBLE_EQ(Sample(s, "isoscope_delay_seconds_count{" + labels + "}"), 3.0);
   EXPECT_NEAR(Sample(s, "isoscope_delay_seconds_sum{" + labels + "}"), 7.203, 1e-9);
   const std::map<std::string, double> buckets = {
@@ -618,18 +682,25 @@ TEST(Prometheus, OverflowFoldsWorkloadsBeyondTheLimit) {
   exporter.OnInterval({report("/a", "a", 0.5), report("/e", "e", 16)});
   exporter.OnDelay(ISO_CAUSE_CONTAINER_RUNQUEUE, 0.01, Workload("/f", "f", "ctrf"));
   const std::string s = exporter.Scrape();
-  const std::string other = "cgroup=\"other\",container_id=\"\",pod_uid=\"\"";
+  const std::string other =
+      "cgroup=\"other\",container=\"\",container_id=\"\",namespace=\"\",pod=\"\",pod_uid=\"\"";
   EXPECT_DOUBLE_EQ(
-      Sample(s, "isoscope_thread_seconds_total{cgroup=\"/a\",container_id=\"ctra\",pod_uid=\"a\"}"),
+      Sample(s,
+             "isoscope_thread_seconds_total{cgroup=\"/"
+             "a\",container=\"\",container_id=\"ctra\",namespace=\"\",pod=\"\",pod_uid=\"a\"}"),
       1.5);
   EXPECT_DOUBLE_EQ(
-      Sample(s, "isoscope_thread_seconds_total{cgroup=\"/b\",container_id=\"ctrb\",pod_uid=\"b\"}"),
+      Sample(s,
+             "isoscope_thread_seconds_total{cgroup=\"/"
+             "b\",container=\"\",container_id=\"ctrb\",namespace=\"\",pod=\"\",pod_uid=\"b\"}"),
       2);
   EXPECT_DOUBLE_EQ(Sample(s, "isoscope_thread_seconds_total{" + other + "}"), 28);
-  EXPECT_DOUBLE_EQ(Sample(s,
-                          "isoscope_cause_seconds_total{cause=\"app.on_cpu\",cgroup=\"other\","
-                          "container_id=\"\",layer=\"app\",pod_uid=\"\"}"),
-                   28);
+  EXPECT_DOUBLE_EQ(
+      Sample(
+          s,
+          "isoscope_cause_seconds_total{cause=\"app.on_cpu\",cgroup=\"other\","
+          "container=\"\",container_id=\"\",layer=\"app\",namespace=\"\",pod=\"\",pod_uid=\"\"}"),
+      28);
   EXPECT_DOUBLE_EQ(Sample(s, "isoscope_workloads_overflow_total"), 3);
   EXPECT_DOUBLE_EQ(
       Sample(s, "isoscope_delay_seconds_count{cause=\"container.runqueue\"," + other + "}"), 1);

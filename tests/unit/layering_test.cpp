@@ -63,8 +63,10 @@ std::optional<Level> IncludeLevel(const std::string& inc) {
   // The BPF ABI and shared BPF headers: bpf/include is their include root (the BPF programs are
   // compiled with it, and C++ shares the ABI header).
   if (parts[0] == "isoscope") return Level{1, "bpf"};
-  // Code generated from collectors/otlp/proto (the OTLP messages and services).
+  // Code generated from collectors/otlp/proto (the OTLP messages and services) and from
+  // collectors/identity/proto (CRI runtime.v1).
   if (parts[0] == "opentelemetry") return Level{2, "collectors (generated OTLP)"};
+  if (parts[0] == "runtime") return Level{2, "collectors (generated CRI)"};
   return FolderLevel(parts[0]);
 }
 

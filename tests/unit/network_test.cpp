@@ -618,8 +618,9 @@ TEST(NetMetrics, NamesLabelsAndBuckets) {
   EXPECT_NE(s.find("# TYPE isoscope_net_workloads_overflow_total counter"), std::string::npos);
   EXPECT_DOUBLE_EQ(Sample(s, "isoscope_net_workloads_overflow_total"), 0);
   const std::string pod_queue =
-      "cause=\"network.pod.queue\",cgroup=\"/kubepods/pod-a\",container_id=\"ctr-a\","
-      "mechanism=\"queue\",pod_uid=\"a\",slice=\"pod\"";
+      "cause=\"network.pod.queue\",cgroup=\"/kubepods/"
+      "pod-a\",container=\"\",container_id=\"ctr-a\","
+      "mechanism=\"queue\",namespace=\"\",pod=\"\",pod_uid=\"a\",slice=\"pod\"";
   EXPECT_DOUBLE_EQ(Sample(s, "isoscope_net_delay_seconds_count{" + pod_queue + "}"), 1);
   EXPECT_DOUBLE_EQ(Sample(s, "isoscope_net_delay_seconds_bucket{" + pod_queue + ",le=\"0.0025\"}"),
                    0);
@@ -627,14 +628,16 @@ TEST(NetMetrics, NamesLabelsAndBuckets) {
                    1);
   EXPECT_NE(s.find("le=\"0.0001\""), std::string::npos);
   EXPECT_NE(s.find("le=\"10\""), std::string::npos);
-  EXPECT_DOUBLE_EQ(Sample(s,
-                          "isoscope_net_delay_seconds_sum{cause=\"network.remote.protocol\",cgroup="
-                          "\"/kubepods/pod-a\",container_id=\"ctr-a\",mechanism=\"protocol\","
-                          "pod_uid=\"a\",slice=\"remote\"}"),
-                   0.2);
+  EXPECT_DOUBLE_EQ(
+      Sample(s,
+             "isoscope_net_delay_seconds_sum{cause=\"network.remote.protocol\",cgroup="
+             "\"/kubepods/pod-a\",container=\"\",container_id=\"ctr-a\",mechanism=\"protocol\","
+             "namespace=\"\",pod=\"\",pod_uid=\"a\",slice=\"remote\"}"),
+      0.2);
   EXPECT_DOUBLE_EQ(Sample(s,
                           "isoscope_net_retransmits_total{cgroup=\"/kubepods/pod-a\","
-                          "container_id=\"ctr-a\",pod_uid=\"a\",slice=\"remote\"}"),
+                          "container=\"\",container_id=\"ctr-a\",namespace=\"\",pod=\"\",pod_uid="
+                          "\"a\",slice=\"remote\"}"),
                    1);
   EXPECT_EQ(s.find("network.node.protocol"), std::string::npos);  // the drop: not a delay
   EXPECT_EQ(s.find("container.runqueue"), std::string::npos);
@@ -666,18 +669,19 @@ TEST(NetMetrics, FoldsWorkloadsBeyondTheLimit) {
   metrics.OnRetransmit(ISO_SLICE_POD, Pod("/e", "e"));
   const std::string s = Scrape(*registry);
   const std::string labels =
-      "cause=\"network.node.queue\",cgroup=\"{}\",container_id=\"{}\","
-      "mechanism=\"queue\",pod_uid=\"{}\",slice=\"node\"";
+      "cause=\"network.node.queue\",cgroup=\"{}\",container=\"\",container_id=\"{}\","
+      "mechanism=\"queue\",namespace=\"\",pod=\"\",pod_uid=\"{}\",slice=\"node\"";
   EXPECT_DOUBLE_EQ(Sample(s, "isoscope_net_delay_seconds_count{" +
                                  fmt::format(fmt::runtime(labels), "/a", "ctr-a", "a") + "}"),
                    2);
   EXPECT_DOUBLE_EQ(Sample(s, "isoscope_net_delay_seconds_count{" +
                                  fmt::format(fmt::runtime(labels), "other", "", "") + "}"),
                    2);
-  EXPECT_DOUBLE_EQ(Sample(s,
-                          "isoscope_net_retransmits_total{cgroup=\"other\",container_id=\"\","
-                          "pod_uid=\"\",slice=\"pod\"}"),
-                   1);
+  EXPECT_DOUBLE_EQ(
+      Sample(s,
+             "isoscope_net_retransmits_total{cgroup=\"other\",container=\"\",container_id=\"\","
+             "namespace=\"\",pod=\"\",pod_uid=\"\",slice=\"pod\"}"),
+      1);
   EXPECT_DOUBLE_EQ(Sample(s, "isoscope_net_workloads_overflow_total"), 3);
   for (const char* folded : {"/c", "/d", "/e"}) {
     EXPECT_EQ(s.find(std::string("cgroup=\"") + folded + "\""), std::string::npos) << folded;

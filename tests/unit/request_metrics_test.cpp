@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
@@ -121,9 +122,10 @@ TEST(RequestMetrics, DelayHistogramPerCauseWithLayer) {
   ASSERT_EQ(duration->metric.size(), 1u);
   EXPECT_EQ(duration->metric[0].histogram.sample_count, 2u);
   EXPECT_NEAR(duration->metric[0].histogram.sample_sum, 0.240, 1e-12);
-  for (const auto& l : duration->metric[0].label) {
-    EXPECT_TRUE(l.name == "pod_uid" || l.name == "container_id" || l.name == "cgroup") << l.name;
-  }
+  std::vector<std::string> names;
+  for (const auto& l : duration->metric[0].label) names.push_back(l.name);
+  EXPECT_THAT(names, ::testing::UnorderedElementsAre("pod_uid", "container_id", "cgroup",
+                                                     "namespace", "pod", "container"));
 }
 
 TEST(RequestMetrics, VerdictCountersByLayerCauseBinding) {

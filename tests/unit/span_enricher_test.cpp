@@ -148,6 +148,52 @@ TEST(SpanEnricher, ServerSpanResourceGetsContainerIdentityAndBindsByContainerId)
   EXPECT_EQ(stats.child_spans_added, 0u);  // off by default
 }
 
+// The runtime's names go on the resource as OpenTelemetry's k8s.* attributes, the node's name
+// too; an attribute the application set is never replaced.
+TEST(SpanEnricher, ResourceGetsKubernetesNamesWithoutReplacingTheApplications) {
+  correlator::EvidenceStore store;
+  auto tp = testing::Traceparent(700, 701, 0, 0x70, 0x71);
+  reinterpret_cast<iso_rec_hdr*>(tp.data())->cgroup_v2_id = 77;
+  auto tp2 = testing::Traceparent(710, 711, 0, 0x72, 0x73);
+  reinterpret_cast<iso_rec_hdr*>(tp2.data())->cgroup_v2_id = 77;
+  Feed(store, {tp, tp2});
+  EnrichOptions options;
+  options.node_name = "node-1";
+  options.describe = [](std::uint64_t v2, std::uint64_t) {
+    correlator::TargetInfo t;
+    if (v2 == 77) {
+      t.container_id = "c77";
+      t.pod_uid = "pod-77";
+      t.namespace_name = "shop";
+      t.pod_name = "checkout-7f9c4-x2z9q";
+      t.container_name = "app";
+    }
+    return t;
+  };
+  otlp::TraceRequest req;
+  AddSpan(req, trace::Span::SPAN_KIND_SERVER, 0x70, 0x94, 0x71, 0, 100 * kMs);
+  AddSpan(req, trace::Span::SPAN_KIND_SERVER, 0x72, 0x95, 0x73, 0, 100 * kMs);
+  auto* own = req.mutable_resource_spans(1)->mutable_resource()->add_attributes();
+  own->set_key("k8s.pod.name");
+  own->mutable_value()->set_string_value("as-the-app-says");
+  EnrichStats stats;
+  EnrichSpans(req, store, stats, {}, options, "");
+  auto r0 = Attrs(req.resource_spans(0).resource().attributes());
+  EXPECT_EQ(r0["k8s.namespace.name"], "shop");
+  EXPECT_EQ(r0["k8s.pod.name"], "checkout-7f9c4-x2z9q");
+  EXPECT_EQ(r0["k8s.container.name"], "app");
+  EXPECT_EQ(r0["k8s.node.name"], "node-1");
+  EXPECT_EQ(r0["k8s.pod.uid"], "pod-77");
+  auto r1 = Attrs(req.resource_spans(1).resource().attributes());
+  EXPECT_EQ(r1["k8s.pod.name"], "as-the-app-says");
+  EXPECT_EQ(r1["k8s.namespace.name"], "shop");
+  int pod_names = 0;
+  for (const auto& kv : req.resource_spans(1).resource().attributes()) {
+    pod_names += kv.key() == "k8s.pod.name";
+  }
+  EXPECT_EQ(pod_names, 1);
+}
+
 TEST(SpanEnricher, OtlpPeerProcessIsTheLastResort) {
   correlator::EvidenceStore store;
   Feed(store, {testing::Delay(500, 501, ISO_CAUSE_CONTAINER_RUNQUEUE, 0, 50 * kMs)});

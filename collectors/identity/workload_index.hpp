@@ -1,0 +1,102 @@
+// What the agent knows of the node's workloads at one moment, for naming the cgroup ids that
+// records carry: cgroup id -> path in the v2 and the v1 cpu hierarchy, and the container
+// runtime's names for pods and containers (CRI: namespace, pod name, container name, RuntimeClass
+// handler).
+//
+// A WorkloadIndex hands out immutable snapshots. Readers (the span path on the OTLP receivers'
+// threads, the drain thread) copy a pointer under a lock held for nothing else: they never wait
+// for a cgroup walk or a runtime call. Snapshots are rebuilt
+//   - by a background thread, every `refresh` and soon after a reader reports a miss
+//     (RequestRefresh, at most once per `min_rebuild`);
+//   - or in the caller's thread (RefreshNow, rate-limited the same way), for the drain thread,
+//     which may wait: it is the thread that needs a new cgroup named in this interval's report.
+// Builders are serialised by their own lock, which readers never take.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+
+#include "collectors/identity/cgroup_identity.hpp"
+#include "collectors/identity/cri.hpp"
+
+namespace isoscope::identity {
+
+struct PodNames {
+  std::string namespace_name;
+  std::string name;
+  std::string runtime_handler;
+};
+
+struct WorkloadSnapshot {
+  std::unordered_map<std::uint64_t, std::string> v2_paths;      // id -> path below the v2 root
+  std::unordered_map<std::uint64_t, std::string> v1_cpu_paths;  // id -> path below the v1 cpu root
+  std::unordered_map<std::string, PodNames> pods;               // canonical pod uid -> names
+  std::unordered_map<std::string, std::string> containers;      // container id -> container name
+  std::string cri_endpoint;  // the runtime that named them; "" when none answered
+  std::uint64_t generation = 0;
+
+  // The path of a cgroup id, nullptr when unknown.
+  const std::string* PathOf(std::uint64_t id, bool v1_cpu) const;
+  const PodNames* Pod(const std::string& canonical_uid) const;
+  const std::string* ContainerName(const std::string& container_id) const;
+};
+
+// The canonical (dashed, lower-case) form of a pod UID as the kubelet writes it in cgroup paths
+// (with or without dashes, underscores in systemd slices); "" if it is not a UID.
+std::string CanonicalPodUid(const std::string& uid);
+
+class WorkloadIndex {
+ public:
+  struct Options {
+    std::chrono::milliseconds min_rebuild{5000};  // between rebuilds asked for by misses
+    std::chrono::milliseconds refresh{30000};     // background rebuild period
+    bool background = true;                       // run the background thread
+    bool cri = true;                              // ask the container runtime for names
+    std::string cri_endpoint;                     // "" = probe the usual sockets
+  };
+
+  WorkloadIndex(CgroupMounts mounts, Options options);
+  ~WorkloadIndex();
+  WorkloadIndex(const WorkloadIndex&) = delete;
+  WorkloadIndex& operator=(const WorkloadIndex&) = delete;
+
+  // The current snapshot (never null; empty before the first build). Never blocks on a build.
+  std::shared_ptr<const WorkloadSnapshot> Current() const;
+  // A reader missed an id or a name: the background thread rebuilds soon (rate-limited).
+  void RequestRefresh();
+  // Rebuilds in this thread unless the last build is younger than min_rebuild (then returns the
+  // current snapshot), and returns the newest snapshot.
+  std::shared_ptr<const WorkloadSnapshot> RefreshNow();
+  const CgroupMounts& mounts() const { return mounts_; }
+  std::uint64_t builds() const;
+
+ private:
+  std::shared_ptr<const WorkloadSnapshot> Build();
+  void Loop();
+
+  const CgroupMounts mounts_;
+  const Options options_;
+
+  mutable std::mutex current_mu_;  // guards current_ only (a pointer copy)
+  std::shared_ptr<const WorkloadSnapshot> current_;
+
+  std::mutex build_mu_;  // serialises builders; readers never take it
+  std::unique_ptr<CriClient> cri_;
+  std::chrono::steady_clock::time_point last_build_{};
+  std::chrono::steady_clock::time_point last_cri_attempt_{};
+  std::uint64_t builds_ = 0;
+
+  std::mutex wake_mu_;
+  std::condition_variable wake_;
+  bool wanted_ = false;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace isoscope::identity
