@@ -96,14 +96,16 @@ std::variant<Target, TargetError> ResolveTarget(std::int32_t pid, const std::str
     if (!alive && !replay) return TargetError{MakeError("no process with pid {}", pid)};
     if (alive) {
       t.info.comm = ReadFirstLine(fmt::format("/proc/{}/comm", pid));
-      if (auto cg = identity::ReadProcCgroup(pid)) {
-        auto v1 = cg->v1_paths.find("cpu");
-        const bool v1_placed = v1 != cg->v1_paths.end() && v1->second != "/";
-        t.info.cgroup = v1_placed || cg->v2_path.empty() || cg->v2_path == "/"
-                            ? (v1 != cg->v1_paths.end() ? v1->second : cg->v2_path)
-                            : cg->v2_path;
+      if (auto read = identity::ReadProcCgroup(pid)) {
+        // Relative to the hierarchy roots, also from inside a private cgroup namespace.
+        const auto cg = identity::ToHierarchyPaths(*read, m);
+        auto v1 = cg.v1_paths.find("cpu");
+        const bool v1_placed = v1 != cg.v1_paths.end() && v1->second != "/";
+        t.info.cgroup = v1_placed || cg.v2_path.empty() || cg.v2_path == "/"
+                            ? (v1 != cg.v1_paths.end() ? v1->second : cg.v2_path)
+                            : cg.v2_path;
         auto id = identity::ParseCgroupPath(t.info.cgroup);
-        if (id.empty() && !cg->v2_path.empty()) id = identity::ParseCgroupPath(cg->v2_path);
+        if (id.empty() && !cg.v2_path.empty()) id = identity::ParseCgroupPath(cg.v2_path);
         t.info.pod_uid = id.pod_uid;
         t.info.container_id = id.container_id;
       }
@@ -147,13 +149,14 @@ void AddProcessThreads(std::int32_t pid, const identity::CgroupMounts& m,
                        std::vector<Probes::SeedThread>& out) {
   std::uint64_t v2 = 0;
   std::uint64_t v1 = 0;
-  if (auto cg = identity::ReadProcCgroup(pid)) {
-    if (!m.v2_root.empty() && !cg->v2_path.empty()) {
-      if (auto id = identity::CgroupIdOfPath(m.v2_root + cg->v2_path)) v2 = *id;
+  if (auto read = identity::ReadProcCgroup(pid)) {
+    const auto cg = identity::ToHierarchyPaths(*read, m);
+    if (!m.v2_root.empty() && !cg.v2_path.empty()) {
+      if (auto id = identity::CgroupIdOfPath(m.v2_root + cg.v2_path)) v2 = *id;
     }
     auto root = m.v1_roots.find("cpu");
-    auto path = cg->v1_paths.find("cpu");
-    if (root != m.v1_roots.end() && path != cg->v1_paths.end()) {
+    auto path = cg.v1_paths.find("cpu");
+    if (root != m.v1_roots.end() && path != cg.v1_paths.end()) {
       if (auto id = identity::CgroupIdOfPath(root->second + path->second)) v1 = *id;
     } else if (v2 != 0) {
       v1 = v2;  // pure v2: the cpu controller lives in the v2 hierarchy

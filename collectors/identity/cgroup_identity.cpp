@@ -521,6 +521,93 @@ Result<ProcCgroups> ReadProcCgroup(int pid) {
   return parsed;
 }
 
+// ---- cgroup namespaces ----------------------------------------------------------------------
+
+std::string JoinNsPath(const std::string& ns_root, const std::string& ns_path) {
+  std::filesystem::path p("/");
+  for (const std::string* part : {&ns_root, &ns_path}) {
+    const auto start = part->find_first_not_of('/');
+    if (start != std::string::npos) p /= part->substr(start);
+  }
+  // Lexically: "/a/b/../c" -> "/a/c"; ".." above the root stays at the root.
+  std::string out = p.lexically_normal().string();
+  while (out.size() > 1 && out.back() == '/') out.pop_back();
+  return out;
+}
+
+namespace {
+
+// The path (relative to `root`) of the cgroup whose cgroup.procs lists `pid`; "" if none.
+std::string FindProcessCgroup(const std::string& root, int pid) {
+  if (root.empty()) return {};
+  for (const auto& [id, rel] : IndexHierarchy(root)) {
+    auto procs = ReadWholeFile(root + (rel == "/" ? "" : rel) + "/cgroup.procs");
+    if (!procs) continue;
+    for (const auto& line : Split(procs.value(), '\n')) {
+      int p = 0;
+      if (std::from_chars(line.data(), line.data() + line.size(), p).ec == std::errc() && p == pid) {
+        return rel;
+      }
+    }
+  }
+  return {};
+}
+
+// The namespace root from where this process sits in the hierarchy (`host_path`) and what it
+// reads for itself (`ns_path`): host_path with ns_path's components taken off its end.
+std::string NsRootOf(const std::string& host_path, const std::string& ns_path) {
+  if (host_path.empty()) return "/";
+  const std::string own = JoinNsPath("/", ns_path);
+  if (own == "/") return host_path;
+  if (host_path.size() > own.size() && host_path.ends_with(own)) {
+    return JoinNsPath("/", host_path.substr(0, host_path.size() - own.size()));
+  }
+  return host_path;
+}
+
+}  // namespace
+
+const NsRoots& SelfNsRoots(const CgroupMounts& mounts) {
+  // Where this process sits in each mounted hierarchy (found by its pid in cgroup.procs) against
+  // what it reads for itself: equal outside a private namespace. (Comparing /proc/self/ns/cgroup
+  // with pid 1's needs ptrace access to pid 1, which a container may not have.)
+  static const NsRoots roots = [&] {
+    NsRoots r;
+    auto own = ReadProcCgroup(getpid());
+    if (!own) return r;
+    if (!mounts.v2_root.empty() && !own->v2_path.empty()) {
+      const std::string host = FindProcessCgroup(mounts.v2_root, getpid());
+      if (!host.empty() && host != JoinNsPath("/", own->v2_path)) {
+        r.v2 = NsRootOf(host, own->v2_path);
+        r.private_ns = true;
+      }
+    }
+    const auto cpu = mounts.v1_roots.find("cpu");
+    const auto path = own->v1_paths.find("cpu");
+    if (cpu != mounts.v1_roots.end() && path != own->v1_paths.end()) {
+      const std::string host = FindProcessCgroup(cpu->second, getpid());
+      if (!host.empty() && host != JoinNsPath("/", path->second)) {
+        r.v1_cpu = NsRootOf(host, path->second);
+        r.private_ns = true;
+      }
+    }
+    return r;
+  }();
+  return roots;
+}
+
+ProcCgroups ToHierarchyPaths(ProcCgroups cg, const CgroupMounts& mounts) {
+  const NsRoots& roots = SelfNsRoots(mounts);
+  if (!roots.private_ns) return cg;
+  if (!cg.v2_path.empty()) cg.v2_path = JoinNsPath(roots.v2, cg.v2_path);
+  for (const char* name : {"cpu", "cpuacct"}) {
+    if (auto it = cg.v1_paths.find(name); it != cg.v1_paths.end()) {
+      it->second = JoinNsPath(roots.v1_cpu, it->second);
+    }
+  }
+  return cg;
+}
+
 // ---- mounts ----------------------------------------------------------------------------------
 
 CgroupMode CgroupMounts::mode() const {

@@ -94,6 +94,30 @@ Result<CgroupMounts> ParseMountinfo(std::string_view content);
 // Reads and parses /proc/self/mountinfo.
 Result<CgroupMounts> ReadMounts();
 
+// ---- cgroup namespaces ---------------------------------------------------------------------
+
+// /proc/PID/cgroup paths are relative to the reading process's cgroup namespace root. In a private
+// namespace (a container's, e.g. `isoscope trace` exec'd in the agent's pod on a cgroup v2 node)
+// a process outside it reads "/../../kubepods/..." and one inside it "/", while the hierarchy
+// mounted from the host (the DaemonSet's /sys/fs/cgroup) is the whole tree.
+
+// The hierarchy path of `ns_path` read in a namespace whose root is `ns_root` (both relative to
+// the hierarchy root): ns_root + ns_path, "." and ".." resolved ("/a/b" + "/../c" = "/a/c").
+std::string JoinNsPath(const std::string& ns_root, const std::string& ns_path);
+
+// This process's cgroup namespace roots, relative to the mounted hierarchies: "/" for each when
+// what it reads for itself in /proc/self/cgroup is where it sits in the hierarchy (found by
+// walking it for this pid; once, cached), else the difference of the two.
+struct NsRoots {
+  bool private_ns = false;
+  std::string v2 = "/";
+  std::string v1_cpu = "/";
+};
+const NsRoots& SelfNsRoots(const CgroupMounts& mounts);
+
+// `cg` (from ReadProcCgroup) with the v2 and v1 cpu paths made relative to their hierarchy roots.
+ProcCgroups ToHierarchyPaths(ProcCgroups cg, const CgroupMounts& mounts);
+
 // ---- cgroup ids <-> paths ------------------------------------------------------
 
 // The kernfs id of a cgroup directory, which is its inode number (on 64-bit

@@ -751,5 +751,17 @@ TEST(RealHierarchyTest, IndexesLiveCgroupMount) {
   EXPECT_EQ(index.at(root_id.value()), "/");
 }
 
+
+// /proc/PID/cgroup read inside a private cgroup namespace, back to hierarchy paths.
+TEST(CgroupNamespace, JoinNsPath) {
+  EXPECT_EQ(JoinNsPath("/", "/kubepods/a"), "/kubepods/a");
+  EXPECT_EQ(JoinNsPath("/kubepods/burstable/podA/c1", "/"), "/kubepods/burstable/podA/c1");
+  EXPECT_EQ(JoinNsPath("/kubepods/burstable/podA/c1", "/../../podB/c2"),
+            "/kubepods/burstable/podB/c2");
+  EXPECT_EQ(JoinNsPath("/a", "/../../../x"), "/x");  // not above the hierarchy root
+  EXPECT_EQ(JoinNsPath("/a/", "/b/"), "/a/b");
+  EXPECT_EQ(JoinNsPath("", ""), "/");
+}
+
 }  // namespace
 }  // namespace isoscope::identity
