@@ -8,7 +8,7 @@ PKGS=(
   qemu-system-x86 cpio busybox-static
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libcivetweb-dev
-  containerd runc containernetworking-plugins skopeo python3-grpcio python3-protobuf
+  containerd runc containernetworking-plugins skopeo python3-grpcio python3-protobuf runsc
 )
 # Test-side JavaScript (the OpenTelemetry SDK from npm) needs node and npm. A
 # machine may already have them from another source (NodeSource's nodejs

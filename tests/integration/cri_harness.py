@@ -95,6 +95,8 @@ import weakref
 from collections import namedtuple
 from pathlib import Path
 
+from isoscope_harness import _unescape_mountinfo as _unescape  # mountinfo octal escapes
+
 REPO = Path(__file__).resolve().parents[2]
 CRI_TOOL = Path(__file__).resolve().parent / "cri_tool.py"
 PROTO = REPO / "tests" / "cri" / "cri_test.proto"
@@ -197,18 +199,6 @@ def _build_image_module():
 
 
 # ---- mounts and cgroups ------------------------------------------------------------------------
-
-
-def _unescape(s):
-    out, i = [], 0
-    while i < len(s):
-        if s[i] == "\\" and i + 3 < len(s) and s[i + 1 : i + 4].isdigit():
-            out.append(chr(int(s[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(s[i])
-            i += 1
-    return "".join(out)
 
 
 def _mountinfo():
