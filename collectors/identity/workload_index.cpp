@@ -80,8 +80,11 @@ std::shared_ptr<const WorkloadSnapshot> WorkloadIndex::Build() {
       if (client) {
         cri_ = std::move(*client);
         spdlog::info("pod names from the container runtime at {}", cri_->endpoint());
-      } else {
+      } else if (!cri_said_) {  // once: a node without a runtime socket stays quiet after
+        cri_said_ = true;
         spdlog::info("pods are named by uid only: {}", client.error().message);
+      } else {
+        spdlog::debug("still no container runtime: {}", client.error().message);
       }
     }
     if (cri_) {

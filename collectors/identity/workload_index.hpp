@@ -90,6 +90,7 @@ class WorkloadIndex {
   std::unique_ptr<CriClient> cri_;
   std::chrono::steady_clock::time_point last_build_{};
   std::chrono::steady_clock::time_point last_cri_attempt_{};
+  bool cri_said_ = false;  // the missing runtime was logged
   std::uint64_t builds_ = 0;
 
   std::mutex wake_mu_;
