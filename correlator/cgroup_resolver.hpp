@@ -4,6 +4,7 @@
 // workload_index.hpp). Thread-safe.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 
@@ -16,11 +17,14 @@ namespace isoscope::correlator {
 class CgroupResolver {
  public:
   explicit CgroupResolver(identity::CgroupMounts mounts,
-                          identity::WorkloadIndex::Options options = {});
+                          identity::WorkloadIndex::Options options = {},
+                          std::chrono::milliseconds span_wait = std::chrono::milliseconds(300));
 
-  // For the span path (OTLP receiver threads): never waits for a cgroup walk or the runtime. An
-  // unknown id or pod is named as far as known ("v2-id:<n>" / "v1-cpu-id:<n>" for an unknown
-  // cgroup) and a rebuild is asked for.
+  // For the span path (OTLP receiver threads): takes no lock a cgroup walk or a runtime call
+  // holds. An id or pod not in the snapshot asks the background thread for a rebuild and waits
+  // for it at most `span_wait` (once per new workload: what the rebuild still cannot name is
+  // remembered and not asked for again); what stays unknown is named as far as known
+  // ("v2-id:<n>" / "v1-cpu-id:<n>" for an unknown cgroup).
   TargetInfo Describe(std::uint64_t id, bool v1) const;
   // For the drain thread: an unknown id first rebuilds the index in this thread (at most once per
   // min_rebuild), so a cgroup born in this interval is named in this interval's report; a known
@@ -31,10 +35,13 @@ class CgroupResolver {
   identity::WorkloadIndex& index() { return index_; }
 
  private:
+  void Report(const TargetInfo& info, std::uint64_t id, bool v1, bool missed_path,
+              bool missed_name) const;
   TargetInfo DescribeIn(const identity::WorkloadSnapshot& snap, std::uint64_t id, bool v1,
                         bool* missed_path, bool* missed_name) const;
   // mutable: Describe() only asks the index for a rebuild, which does not change what it means.
   mutable identity::WorkloadIndex index_;
+  std::chrono::milliseconds span_wait_;
 };
 
 }  // namespace isoscope::correlator

@@ -47,6 +47,31 @@ std::shared_ptr<const WorkloadSnapshot> WorkloadIndex::Current() const {
 
 std::uint64_t WorkloadIndex::builds() const { return Current()->generation; }
 
+void WorkloadIndex::ReportMissingPath(std::uint64_t id, bool v1_cpu) {
+  {
+    std::lock_guard<std::mutex> lock(wake_mu_);
+    if (missing_paths_.size() < 4096) missing_paths_.emplace_back(id, v1_cpu);
+    wanted_ = true;
+  }
+  wake_.notify_one();
+}
+
+void WorkloadIndex::ReportUnnamed(const std::string& key) {
+  {
+    std::lock_guard<std::mutex> lock(wake_mu_);
+    if (unnamed_asked_.size() < 4096) unnamed_asked_.push_back(key);
+    wanted_ = true;
+  }
+  wake_.notify_one();
+}
+
+std::shared_ptr<const WorkloadSnapshot> WorkloadIndex::WaitNewerThan(
+    std::uint64_t generation, std::chrono::milliseconds timeout) const {
+  std::unique_lock<std::mutex> lock(current_mu_);
+  published_.wait_for(lock, timeout, [&] { return current_->generation > generation; });
+  return current_;
+}
+
 void WorkloadIndex::RequestRefresh() {
   {
     std::lock_guard<std::mutex> lock(wake_mu_);
@@ -65,6 +90,15 @@ std::shared_ptr<const WorkloadSnapshot> WorkloadIndex::RefreshNow() {
 
 // Called with build_mu_ held.
 std::shared_ptr<const WorkloadSnapshot> WorkloadIndex::Build() {
+  // What readers reported missing before this walk: still absent after it, it is gone.
+  std::vector<std::pair<std::uint64_t, bool>> asked_paths;
+  std::vector<std::string> asked_names;
+  {
+    std::lock_guard<std::mutex> lock(wake_mu_);
+    asked_paths.swap(missing_paths_);
+    asked_names.swap(unnamed_asked_);
+  }
+  const auto previous = Current();
   auto snap = std::make_shared<WorkloadSnapshot>();
   if (!mounts_.v2_root.empty()) snap->v2_paths = IndexHierarchy(mounts_.v2_root);
   if (const auto cpu = mounts_.v1_roots.find("cpu"); cpu != mounts_.v1_roots.end()) {
@@ -106,12 +140,24 @@ std::shared_ptr<const WorkloadSnapshot> WorkloadIndex::Build() {
       } else {
         spdlog::warn("container runtime: {} (pod names kept from the last answer)",
                      listed.error().message);
-        const auto previous = Current();
         snap->pods = previous->pods;
         snap->containers = previous->containers;
         snap->cri_endpoint = previous->cri_endpoint;
       }
     }
+  }
+  // Negative answers (bounded: a set that grows past 65536 starts again).
+  if (previous->gone_v2.size() + previous->gone_v1_cpu.size() < 65536) {
+    snap->gone_v2 = previous->gone_v2;
+    snap->gone_v1_cpu = previous->gone_v1_cpu;
+  }
+  for (const auto& [id, v1] : asked_paths) {
+    if (snap->PathOf(id, v1) == nullptr) (v1 ? snap->gone_v1_cpu : snap->gone_v2).insert(id);
+  }
+  // The periodic build (nothing asked) forgets the unnamed, so a name that comes later is found.
+  if (!asked_names.empty() && previous->unnamed.size() < 65536) snap->unnamed = previous->unnamed;
+  for (const auto& key : asked_names) {
+    if (snap->Pod(key) == nullptr && snap->ContainerName(key) == nullptr) snap->unnamed.insert(key);
   }
   last_build_ = std::chrono::steady_clock::now();
   snap->generation = ++builds_;
@@ -120,6 +166,7 @@ std::shared_ptr<const WorkloadSnapshot> WorkloadIndex::Build() {
     std::lock_guard<std::mutex> lock(current_mu_);
     current_ = out;
   }
+  published_.notify_all();
   return out;
 }
 

@@ -290,7 +290,7 @@ TEST_F(CriFixture, ResolverNamesCgroupsFromTheRuntimeWithoutWaitingOnTheSpanPath
   o.background = false;  // builds only when asked here
   o.cri_endpoint = socket_;
   o.min_rebuild = std::chrono::hours(1);
-  correlator::CgroupResolver resolver(mounts_, o);
+  correlator::CgroupResolver resolver(mounts_, o, std::chrono::milliseconds(0));
   const std::uint64_t ctr_id = Inode(ctr_dir_);
   // The span path never builds: before any build the id is unknown, named by its number.
   const auto early = resolver.Describe(ctr_id, false);
@@ -319,28 +319,33 @@ TEST_F(CriFixture, ResolverNamesCgroupsFromTheRuntimeWithoutWaitingOnTheSpanPath
   EXPECT_EQ(service_.lists.load(), 1);
 }
 
-TEST_F(CriFixture, BackgroundThreadRebuildsAfterAMiss) {
+// The span path: a cgroup born after the last build is named at once (the lookup waits for the
+// rebuild it asked for, bounded); an id that no longer exists is asked for once, not per lookup.
+TEST_F(CriFixture, SpanPathWaitsForOneRebuildPerNewWorkload) {
   WorkloadIndex::Options o;
   o.cri_endpoint = socket_;
   o.min_rebuild = std::chrono::milliseconds(50);
   o.refresh = std::chrono::hours(1);
-  correlator::CgroupResolver resolver(mounts_, o);
+  correlator::CgroupResolver resolver(mounts_, o, std::chrono::seconds(5));
+  for (int i = 0; i < 500 && resolver.index().builds() < 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_GE(resolver.index().builds(), 1u);
   const fs::path late = pod_dir_ / "late2";
-  auto wait_for = [&](auto pred) {
-    for (int i = 0; i < 200 && !pred(); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return pred();
-  };
-  ASSERT_TRUE(wait_for([&] { return resolver.index().builds() >= 1; }));
   fs::create_directories(late);
-  const std::uint64_t id = Inode(late);
-  EXPECT_EQ(resolver.Describe(id, false).cgroup, "v2-id:" + std::to_string(id));
-  ASSERT_TRUE(wait_for(
-      [&] { return resolver.Describe(id, false).cgroup != "v2-id:" + std::to_string(id); }));
-  const auto t = resolver.Describe(id, false);
+  const auto t = resolver.Describe(Inode(late), false);
   EXPECT_EQ(t.cgroup, "/kubepods/burstable/pod" + std::string(CriServer::kUid) + "/late2");
   EXPECT_EQ(t.pod_name, "checkout-7f9c4-x2z9q");
+  const std::uint64_t after_new = resolver.index().builds();
+  // An id no cgroup has: one rebuild, then it is known gone.
+  const std::uint64_t ghost = 0x7fffffffffffull;
+  EXPECT_EQ(resolver.Describe(ghost, false).cgroup, "v2-id:" + std::to_string(ghost));
+  const std::uint64_t after_ghost = resolver.index().builds();
+  EXPECT_EQ(after_ghost, after_new + 1);
+  EXPECT_TRUE(resolver.index().Current()->Gone(ghost, false));
+  for (int i = 0; i < 5; ++i) resolver.Describe(ghost, false);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(resolver.index().builds(), after_ghost);
 }
 
 TEST_F(CriFixture, WithoutARuntimePodsAreNamedByUidOnly) {
