@@ -72,12 +72,7 @@ struct Target {
   }
 };
 
-std::string RelativeTo(const std::string& path, const std::string& root) {
-  if (root.empty() || path.rfind(root, 0) != 0) return {};
-  std::string rest = path.substr(root.size());
-  if (rest.empty()) return "/";
-  return rest[0] == '/' ? rest : std::string{};
-}
+using identity::RelativeTo;
 
 std::variant<Target, TargetError> ResolveTarget(std::int32_t pid, const std::string& cgroup,
                                                 bool replay) {

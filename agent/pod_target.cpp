@@ -13,14 +13,12 @@ std::string Short(const std::string& id) { return id.substr(0, 12); }
 
 // The cgroup path shown for the target: relative to its hierarchy root.
 std::string RelativeCgroup(const identity::WorkloadDirs& dirs, const identity::CgroupMounts& m) {
-  auto rel = [](const std::string& dir, const std::string& root) -> std::string {
-    if (dir.empty() || root.empty() || dir.rfind(root, 0) != 0) return {};
-    return dir.size() == root.size() ? "/" : dir.substr(root.size());
-  };
-  if (auto v2 = rel(dirs.v2_dir, m.v2_root); !v2.empty()) return v2;
+  if (auto v2 = identity::RelativeTo(dirs.v2_dir, m.v2_root); !v2.empty()) return v2;
   const auto cpu = m.v1_roots.find("cpu");
-  return cpu == m.v1_roots.end() ? std::string{} : rel(dirs.v1_cpu_dir, cpu->second);
+  return cpu == m.v1_roots.end() ? std::string{} : identity::RelativeTo(dirs.v1_cpu_dir, cpu->second);
 }
+
+bool Exists(const std::string& dir) { return !dir.empty() && access(dir.c_str(), F_OK) == 0; }
 
 std::string Roots(const identity::CgroupMounts& m) {
   std::string out = m.v2_root;
@@ -109,18 +107,25 @@ void PodTarget::Adopt(const identity::PodMatch& match) {
   for (const auto& c : match.containers) {  // newest attempt first within a name
     if (!containers_.count(c.name)) containers_[c.name] = Seen{c.id, c.attempt, c.state};
   }
-  info_.pod_uid = identity::ParseCgroupPath("/kubepods/pod" + pod_.uid).pod_uid;
+  info_.pod_uid = identity::CanonicalPodUid(pod_.uid);
   if (info_.pod_uid.empty()) info_.pod_uid = pod_.uid;
   info_.namespace_name = pod_.namespace_name;
   info_.pod_name = pod_.name;
   info_.sandbox = identity::SandboxOfHandler(pod_.runtime_handler);
   info_.container_name = options_.query.container;
+  const std::string previous_id = info_.container_id;
   info_.container_id = SelectedContainerId();
-  const identity::WorkloadDirs dirs =
-      info_.container_id.empty() ? identity::FindPodDirs(mounts_, pod_.uid)
-                                 : identity::FindContainerDirs(mounts_, info_.container_id);
-  // A container between attempts has no cgroup: keep tracing the last one until the next exists.
-  if (!dirs.empty() || dirs_.empty()) dirs_ = dirs;
+  // The hierarchies are walked only when the target changed (another container attempt) or its
+  // directories went away, not at every interval's Follow.
+  const bool same = !dirs_.empty() && info_.container_id == previous_id &&
+                    (Exists(dirs_.v2_dir) || Exists(dirs_.v1_cpu_dir));
+  if (!same) {
+    const identity::WorkloadDirs dirs =
+        info_.container_id.empty() ? identity::FindPodDirs(mounts_, pod_.uid)
+                                   : identity::FindContainerDirs(mounts_, info_.container_id);
+    // A container between attempts has no cgroup: keep tracing the last one until the next exists.
+    if (!dirs.empty() || dirs_.empty()) dirs_ = dirs;
+  }
   info_.cgroup = RelativeCgroup(dirs_, mounts_);
 }
 

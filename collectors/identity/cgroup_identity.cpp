@@ -724,8 +724,19 @@ WorkloadDirs FindWorkloadDirs(const CgroupMounts& mounts, Match match) {
 
 }  // namespace
 
+std::string CanonicalPodUid(const std::string& uid) {
+  return ParseCgroupPath("/kubepods/pod" + uid).pod_uid;
+}
+
+std::string RelativeTo(const std::string& path, const std::string& root) {
+  if (root.empty() || path.rfind(root, 0) != 0) return {};
+  std::string rest = path.substr(root.size());
+  if (rest.empty()) return "/";
+  return rest[0] == '/' ? rest : std::string{};
+}
+
 WorkloadDirs FindPodDirs(const CgroupMounts& mounts, const std::string& pod_uid) {
-  const std::string uid = ParseCgroupPath("/kubepods/pod" + pod_uid).pod_uid;  // canonical form
+  const std::string uid = CanonicalPodUid(pod_uid);
   if (uid.empty()) return {};
   return FindWorkloadDirs(mounts, [&](const WorkloadIdentity& w) {
     return w.pod_uid == uid && w.container_id.empty();

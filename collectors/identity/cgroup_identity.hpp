@@ -57,6 +57,10 @@ struct WorkloadIdentity {
 //    inside the innermost pod wins; without a pod, the outermost container.
 WorkloadIdentity ParseCgroupPath(std::string_view path);
 
+// The canonical (dashed, lower-case) form of a pod UID as the kubelet writes it in cgroup paths
+// (with or without dashes, underscores in systemd slices); "" if it is not a UID.
+std::string CanonicalPodUid(const std::string& uid);
+
 // ---- /proc/PID/cgroup ---------------------------------------------------------
 
 struct ProcCgroups {
@@ -143,6 +147,10 @@ struct WorkloadDirs {
   std::string v1_cpu_dir;
   bool empty() const { return v2_dir.empty() && v1_cpu_dir.empty(); }
 };
+
+// `path` (absolute) relative to the hierarchy mounted at `root`: "/" for the root itself, "" when
+// it is not below root.
+std::string RelativeTo(const std::string& path, const std::string& root);
 
 // The pod-level cgroup of a pod UID (the directory ParseCgroupPath reads as that pod with no
 // container: /kubepods/<qos>/pod<uid>, kubepods-<qos>-pod<uid>.slice, ...), found by walking the

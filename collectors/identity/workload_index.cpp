@@ -20,10 +20,6 @@ const std::string* WorkloadSnapshot::ContainerName(const std::string& container_
   return it == containers.end() ? nullptr : &it->second;
 }
 
-std::string CanonicalPodUid(const std::string& uid) {
-  return ParseCgroupPath("/kubepods/pod" + uid).pod_uid;
-}
-
 WorkloadIndex::WorkloadIndex(CgroupMounts mounts, Options options)
     : mounts_(std::move(mounts)),
       options_(std::move(options)),
@@ -70,14 +66,6 @@ std::shared_ptr<const WorkloadSnapshot> WorkloadIndex::WaitNewerThan(
   std::unique_lock<std::mutex> lock(current_mu_);
   published_.wait_for(lock, timeout, [&] { return current_->generation > generation; });
   return current_;
-}
-
-void WorkloadIndex::RequestRefresh() {
-  {
-    std::lock_guard<std::mutex> lock(wake_mu_);
-    wanted_ = true;
-  }
-  wake_.notify_one();
 }
 
 std::shared_ptr<const WorkloadSnapshot> WorkloadIndex::RefreshNow() {

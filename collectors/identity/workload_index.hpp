@@ -63,10 +63,6 @@ struct WorkloadSnapshot {
   const std::string* ContainerName(const std::string& container_id) const;
 };
 
-// The canonical (dashed, lower-case) form of a pod UID as the kubelet writes it in cgroup paths
-// (with or without dashes, underscores in systemd slices); "" if it is not a UID.
-std::string CanonicalPodUid(const std::string& uid);
-
 class WorkloadIndex {
  public:
   struct Options {
@@ -86,7 +82,6 @@ class WorkloadIndex {
   std::shared_ptr<const WorkloadSnapshot> Current() const;
   // A reader missed an id or a name: the background thread rebuilds soon (rate-limited), and
   // that build records what it still does not know (WorkloadSnapshot::Gone, unnamed).
-  void RequestRefresh();
   void ReportMissingPath(std::uint64_t id, bool v1_cpu);
   void ReportUnnamed(const std::string& pod_uid_or_container_id);
   // Waits until a snapshot newer than `generation` is published, at most `timeout`; returns the
