@@ -26,9 +26,13 @@ class CgroupNamespaceTest(unittest.TestCase):
             target.set_cpu_quota(20000)
             spin = procs.start(["spin", 30], cgroups=[target])
             # The scenario, checked: inside the namespace the target's path climbs above its root.
-            seen = procs.start(["/usr/bin/unshare", "--cgroup", "cat", f"/proc/{spin.pid}/cgroup"],
-                               cgroups=[reader], stdout=subprocess.PIPE, text=True)
-            out, _ = seen.communicate(timeout=10)
+            # (It waits for a line on stdin, so it is still there when start() checks that it
+            # joined the reader cgroup.)
+            seen = procs.start(["/usr/bin/unshare", "--cgroup", "sh", "-c",
+                                f"read go; cat /proc/{spin.pid}/cgroup"],
+                               cgroups=[reader], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               text=True)
+            out, _ = seen.communicate(input="go\n", timeout=10)
             cpu_line = next(l for l in out.splitlines() if ":cpu" in l.split(":")[1].split(",")
                             or "cpu" in l.split(":")[1].split(","))
             self.assertTrue(cpu_line.split(":", 2)[2].startswith("/.."), out)
