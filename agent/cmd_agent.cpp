@@ -10,6 +10,7 @@
 #include "agent/pod_target.hpp"
 #include "collectors/container/thread_table.hpp"
 #include "correlator/aggregate.hpp"
+#include "correlator/vcpu.hpp"
 #include "correlator/cgroup_resolver.hpp"
 #include "correlator/net_join.hpp"
 #include "correlator/peer_resolver.hpp"
@@ -194,6 +195,7 @@ int RunAgent(const AgentOptions& o) {
   lo.max_threads = o.common.max_threads;
   lo.no_optional = o.common.no_optional_probes;
   lo.no_tp_btf = o.common.no_tp_btf;
+  lo.track_kthreads = o.common.kthreads;
   auto probes = Probes::Open(lo, prober);
   if (!probes) {
     // Keep serving self-metrics so the failure is visible to monitoring, but
@@ -221,9 +223,19 @@ int RunAgent(const AgentOptions& o) {
       r.end_ns = sample.end_ns;
       r.breakdown = breakdown;
       r.verdict = correlator::ComputeVerdict(breakdown);
+      correlator::TargetFilter only;
+      (key.v1 ? only.v1_cpu_ids : only.v2_ids).insert(key.id);
+      r.vcpus = correlator::BuildVcpuSection(sample, only);
       reports.push_back(std::move(r));
     }
     prom.OnInterval(reports);
+    {
+      std::map<std::uint32_t, double> per_cpu;
+      for (const auto& [cpu, ns] : sample.node_steal.kernel_ns_per_cpu) {
+        per_cpu[cpu] = static_cast<double>(ns) / 1e9;
+      }
+      prom.OnNodeSteal(correlator::BuildNodeSteal(sample), per_cpu);
+    }
     evidence.Expire(sample.end_ns);
     net_evidence.Expire(sample.end_ns);
     for (const auto& d : sample.delays) {

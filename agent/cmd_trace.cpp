@@ -16,6 +16,7 @@
 #include "collectors/identity/cgroup_identity.hpp"
 #include "common/fs.hpp"
 #include "correlator/aggregate.hpp"
+#include "correlator/vcpu.hpp"
 #include "correlator/net_join.hpp"
 #include "exporters/json/trace_json.hpp"
 #include "exporters/otlp/otlp_pipeline.hpp"
@@ -210,6 +211,7 @@ Result<std::unique_ptr<source::EventSource>> OpenSource(const CommonOptions& c, 
   lo.max_threads = c.max_threads;
   lo.no_optional = c.no_optional_probes;
   lo.no_tp_btf = c.no_tp_btf;
+  lo.track_kthreads = c.kthreads;
   auto probes = Probes::Open(lo, prober);
   if (!probes) return probes.error();
   if (!seed.empty()) {
@@ -348,6 +350,8 @@ int RunTrace(const TraceOptions& o) {
     report.end_ns = sample.end_ns;
     report.breakdown = correlator::Aggregate(sample, target.filter);
     report.verdict = correlator::ComputeVerdict(report.breakdown);
+    report.vcpus = correlator::BuildVcpuSection(sample, target.filter);
+    report.node = correlator::BuildNodeSteal(sample);
     std::vector<int> pids;
     if (live) {
       if (o.pid > 0) pids.push_back(o.pid);
@@ -366,7 +370,7 @@ int RunTrace(const TraceOptions& o) {
       std::cout << exporters::TraceIntervalJson(report).dump() << '\n';
       for (const auto& r : report.requests) std::cout << exporters::TraceRequestJson(r).dump() << '\n';
     } else {
-      std::cout << exporters::RenderTraceTable(report, isatty(1) != 0) << '\n';
+      std::cout << exporters::RenderTraceTable(report, isatty(1) != 0, o.vcpus) << '\n';
     }
     std::cout.flush();
   });

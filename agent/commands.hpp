@@ -18,6 +18,7 @@ struct CommonOptions {
   std::uint32_t max_threads = 65536;
   bool no_optional_probes = false;
   bool no_tp_btf = false;
+  bool kthreads = false;  // also account kernel threads (node-wide steal sums need them)
 };
 
 struct TraceOptions {
@@ -35,6 +36,7 @@ struct TraceOptions {
   std::string cri_endpoint;
   double duration_s = 0;  // 0: until interrupted (or end of replay)
   bool json = false;
+  bool vcpus = false;  // table: one line per vCPU thread (JSON always has them)
   std::string replay;
   std::string record;  // also write the live records to this file
   // Receive OTLP spans here ("" = off) and show the target's requests (docs/otlp-correlation.md):

@@ -9,6 +9,8 @@
 #include <bpf/libbpf.h>
 #include <spdlog/spdlog.h>
 
+#include "collectors/hypervisor/proc_steal.hpp"
+
 namespace isoscope {
 
 std::atomic<bool> LiveSource::stop_{false};
@@ -63,6 +65,7 @@ void LiveSource::Snapshot(source::RecordSink& sink) {
     key = next;
     first = false;
   }
+  std::unordered_set<std::uint32_t> alive;
   for (std::uint32_t tid : keys) {
     if (bpf_map_lookup_elem(fd, &tid, &rec.t) != 0) continue;
     rec.hdr.tgid = rec.t.tgid;
@@ -70,13 +73,76 @@ void LiveSource::Snapshot(source::RecordSink& sink) {
     rec.hdr.cgroup_v2_id = rec.t.cgroup_v2_id;
     rec.hdr.cgroup_v1_cpu_id = rec.t.cgroup_v1_cpu_id;
     source::Deliver(&rec, sizeof(rec), stats_, sink);
+    alive.insert(tid);
   }
+  SnapshotExits(sink, now, alive);
+  SnapshotNode(sink, now);
   iso_rec_hdr end{};
   end.kind = ISO_REC_SNAPSHOT;
   end.size = sizeof(end);
   end.abi_version = ISO_ABI_VERSION;
   end.ts_ns = now;
   source::Deliver(&end, sizeof(end), stats_, sink);
+}
+
+void LiveSource::SnapshotExits(source::RecordSink& sink, std::uint64_t now,
+                               const std::unordered_set<std::uint32_t>& alive) {
+  const int fd = probes_->vcpu_exits_fd();
+  if (fd < 0) return;
+  iso_rec_kvm rec{};
+  rec.hdr.kind = ISO_REC_KVM;
+  rec.hdr.size = sizeof(rec);
+  rec.hdr.abi_version = ISO_ABI_VERSION;
+  rec.hdr.ts_ns = now;
+  std::vector<iso_kvm_exit_key> keys;
+  iso_kvm_exit_key key{};
+  iso_kvm_exit_key next{};
+  bool first = true;
+  while (bpf_map_get_next_key(fd, first ? nullptr : &key, &next) == 0) {
+    keys.push_back(next);
+    key = next;
+    first = false;
+  }
+  for (const auto& k : keys) {
+    iso_kvm_exit_val v{};
+    if (bpf_map_lookup_elem(fd, &k, &v) != 0) continue;
+    rec.hdr.tgid = v.tgid;
+    rec.hdr.tid = k.tid;
+    rec.hdr.cgroup_v2_id = v.cgroup_v2_id;
+    rec.hdr.cgroup_v1_cpu_id = v.cgroup_v1_cpu_id;
+    rec.isa = k.isa;
+    rec.reason = k.reason;
+    rec.count = v.count;
+    rec.ns = v.ns;
+    source::Deliver(&rec, sizeof(rec), stats_, sink);
+    // A thread gone from `tasks` has exited (or was evicted): its final counts are out, its
+    // keys go, so the map holds live vCPUs only.
+    if (!alive.count(k.tid)) bpf_map_delete_elem(fd, &k);
+  }
+}
+
+void LiveSource::SnapshotNode(source::RecordSink& sink, std::uint64_t now) {
+  const int fd = probes_->cpu_state_fd();
+  if (fd < 0) return;
+  const int ncpu = libbpf_num_possible_cpus();
+  if (ncpu <= 0) return;
+  std::vector<iso_cpu_state> per_cpu(static_cast<std::size_t>(ncpu));
+  const std::uint32_t zero = 0;
+  if (bpf_map_lookup_elem(fd, &zero, per_cpu.data()) != 0) return;
+  const auto kernel = hypervisor::ReadProcStatSteal();
+  iso_rec_node rec{};
+  rec.hdr.kind = ISO_REC_NODE;
+  rec.hdr.size = sizeof(rec);
+  rec.hdr.abi_version = ISO_ABI_VERSION;
+  rec.hdr.ts_ns = now;
+  for (std::uint32_t cpu = 0; cpu < per_cpu.size(); ++cpu) {
+    const auto k = kernel.find(cpu);
+    if (k == kernel.end()) continue;  // possible but not online
+    rec.hdr.tid = cpu;
+    rec.idle_steal_ns = per_cpu[cpu].idle_steal_ns;
+    rec.kernel_steal_ns = k->second;
+    source::Deliver(&rec, sizeof(rec), stats_, sink);
+  }
 }
 
 Result<bool> LiveSource::NextInterval(source::RecordSink& sink) {

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <unordered_set>
 
 #include "agent/loader.hpp"
 #include "collectors/source/event_source.hpp"
@@ -38,6 +39,11 @@ class LiveSource : public source::EventSource {
   // Consumes the ring buffer into `sink`, then reports the watermark.
   int Drain(source::RecordSink& sink);
   void Snapshot(source::RecordSink& sink);
+  // ISO_REC_KVM per (vCPU thread, exit reason); keys of threads not in `alive` are deleted.
+  void SnapshotExits(source::RecordSink& sink, std::uint64_t now,
+                     const std::unordered_set<std::uint32_t>& alive);
+  // ISO_REC_NODE per online CPU: idle steal (BPF) and /proc/stat steal.
+  void SnapshotNode(source::RecordSink& sink, std::uint64_t now);
 
   std::unique_ptr<Probes> probes_;
   Options options_;

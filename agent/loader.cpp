@@ -19,6 +19,7 @@
 #include <spdlog/spdlog.h>
 
 #include "collectors/network/net_devices.hpp"
+#include "collectors/paravirt/block_devices.hpp"
 #include "isoscope.skel.h"
 
 namespace isoscope {
@@ -44,6 +45,7 @@ Result<isoscope_bpf*> TryLoad(const LoadOptions& o, std::vector<ProgramState>& p
   skel->rodata->filter_tgid = o.filter_tgid;
   skel->rodata->stream_min_ns = o.stream_min_ns;
   skel->rodata->track_kthreads = o.track_kthreads;
+  skel->rodata->track_steal = o.steal;
   bool unthrottle = false;
   for (const auto& p : programs) {
     bpf_program* prog = bpf_object__find_program_by_name(skel->obj, p.spec->name.c_str());
@@ -84,6 +86,10 @@ Result<isoscope_bpf*> TryLoad(const LoadOptions& o, std::vector<ProgramState>& p
     isoscope_bpf__destroy(skel);
     return Error{fmt::format("load BPF programs: {}", std::strerror(-err)), -err};
   }
+  const std::uint8_t one = 1;
+  for (const std::uint32_t dev : o.virtio_blk_devs.value_or(std::vector<std::uint32_t>{})) {
+    bpf_map__update_elem(skel->maps.virtio_blk_devs, &dev, sizeof(dev), &one, sizeof(one), BPF_ANY);
+  }
   for (auto& p : programs) {
     if (!p.reason.empty()) continue;
     bpf_program* prog = bpf_object__find_program_by_name(skel->obj, p.spec->name.c_str());
@@ -114,6 +120,12 @@ Result<std::unique_ptr<Probes>> Probes::Open(const LoadOptions& options, Feature
   }
   LoadOptions opts = options;
   if (!opts.paravirt_ifindex) opts.paravirt_ifindex = ParavirtIfindexes(ListHostNics());
+  if (!opts.virtio_blk_devs) {
+    opts.virtio_blk_devs.emplace();
+    for (const auto& d : paravirt::ListBlockDisks()) {
+      if (d.virtio) opts.virtio_blk_devs->push_back(d.dev());
+    }
+  }
   if (opts.paravirt_ifindex->size() > kMaxParavirtNics) {
     spdlog::warn("{} virtio-net NICs: the device queue is timed on the first {} only",
                  opts.paravirt_ifindex->size(), kMaxParavirtNics);
@@ -158,6 +170,7 @@ Result<std::unique_ptr<Probes>> Probes::Open(const LoadOptions& options, Feature
     probes->skel_ = skel;
     probes->drop_reason_names_ = KernelDropReasonNames();
     probes->paravirt_ifindex_ = *opts.paravirt_ifindex;
+    probes->steal_ = opts.steal;
     probes->programs_ = std::move(states);
     for (const auto& p : probes->programs_) {
       if (!p.attached) spdlog::debug("probe {} off: {}", p.spec->name, p.reason);
@@ -252,6 +265,7 @@ std::size_t Probes::Seed(const std::vector<SeedThread>& threads, std::uint64_t n
     // A runnable thread in /proc may be on a CPU or waiting for one; the next
     // scheduler event replaces this guess with the real state.
     v.seg_cause = t.state == 'R' ? ISO_CAUSE_APP_ON_CPU : ISO_CAUSE_APP_BLOCKED_OTHER;
+    v.steal_cpu = ISO_NO_CPU;
     v.cgroup_v2_id = t.cgroup_v2_id;
     v.cgroup_v1_cpu_id = t.cgroup_v1_cpu_id;
     std::strncpy(v.comm, t.comm.c_str(), sizeof(v.comm) - 1);
@@ -262,6 +276,12 @@ std::size_t Probes::Seed(const std::vector<SeedThread>& threads, std::uint64_t n
 
 int Probes::tasks_fd() const { return bpf_map__fd(skel_->maps.tasks); }
 int Probes::events_fd() const { return bpf_map__fd(skel_->maps.events); }
+int Probes::vcpu_exits_fd() const {
+  return ProgramAttached("kvm_exit") || ProgramAttached("kvm_userspace_exit")
+             ? bpf_map__fd(skel_->maps.vcpu_exits)
+             : -1;
+}
+int Probes::cpu_state_fd() const { return steal_ ? bpf_map__fd(skel_->maps.cpu_state) : -1; }
 
 std::vector<std::uint64_t> Probes::ReadStats() const {
   std::vector<std::uint64_t> out(ISO_STAT_MAX, 0);

@@ -33,6 +33,10 @@ struct LoadOptions {
   // (rodata net_min_ns) is stream_min_ns. The host netns (rodata
   // host_netns_ino) is the inode of /proc/self/ns/net unless given here.
   bool network = true;                     // false: network programs off, rodata net_enabled = 0
+  bool steal = true;                       // rodata track_steal: hypervisor.steal (guest side)
+  // Whole-disk devs (major << 20 | minor) of the virtio-blk disks (map virtio_blk_devs);
+  // unset: the node's virtio_blk disks from sysfs (paravirt::ListBlockDisks).
+  std::optional<std::vector<std::uint32_t>> virtio_blk_devs;
   std::uint32_t host_netns_ino = 0;        // 0: stat /proc/self/ns/net
   std::uint32_t kernel_hz = 0;             // rodata kernel_hz; 0: KernelConfigHz()
   // The paravirtual NICs whose device queue is timed (rodata paravirt_ifindex, the virtio
@@ -73,6 +77,8 @@ class Probes {
   bool ProgramAttached(const std::string& group) const;
   int tasks_fd() const;
   int events_fd() const;
+  int vcpu_exits_fd() const;  // -1 when the hypervisor programs are off
+  int cpu_state_fd() const;   // -1 when steal is not tracked
   // Adds threads that already exist to the tasks map, so a thread that sleeps
   // through a whole trace is still accounted (BPF only sees threads once they
   // have a scheduler event). Entries BPF already made are kept. Returns the
@@ -103,6 +109,7 @@ class Probes {
   std::vector<ProgramState> programs_;
   std::vector<std::string> drop_reason_names_;  // index: enum skb_drop_reason value
   std::vector<std::uint32_t> paravirt_ifindex_;
+  bool steal_ = true;
 };
 
 // Names of the kernel's enum skb_drop_reason values from its BTF, indexed by value

@@ -25,6 +25,8 @@ int main(int argc, char** argv) {
                   "tracepoints only: switch off optional kprobe/fentry programs");
     cmd->add_flag("--no-tp-btf", c.no_tp_btf,
                   "use the raw_tp fallback programs instead of BTF-typed tracepoints");
+    cmd->add_flag("--kthreads", c.kthreads,
+                  "also account kernel threads (by default only user threads are tracked)");
   };
 
   TraceOptions trace;
@@ -52,6 +54,8 @@ int main(int argc, char** argv) {
   }
   trace_cmd->add_option("--duration", trace.duration_s, "seconds to run (0: until Ctrl-C)");
   trace_cmd->add_flag("--json", trace.json, "one JSON object per line per interval");
+  trace_cmd->add_flag("--vcpus", trace.vcpus,
+                      "one line per vCPU thread of a VMM target (guest, exits, VMM, steal)");
   trace_cmd->add_option("--otlp-listen", trace.otlp_listen,
                         "receive OTLP/gRPC spans on HOST:PORT and show the target's requests");
   trace_cmd->add_option("--otlp-http-listen", trace.otlp_http_listen,

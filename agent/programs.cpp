@@ -105,6 +105,27 @@ const std::vector<ProgramSpec>& ContainerPrograms() {
     net("iso_net_kfree_skb", "kfree_skb", "network drops: per drop reason");
     net("iso_net_consume_skb", "consume_skb",
         "network virtio: TX completion on a virtio-net NIC (device queue wait)");
+    // Paravirt layer, block side (bpf/paravirt.bpf.c): block requests timed from queue to
+    // completion; the I/O wait of the thread they wake splits into container.io_throttle,
+    // paravirt.virtio_blk and app.blocked_io. Optional, tp_btf preferred.
+    auto blk = [&t](const std::string& fn, const std::string& tp, const std::string& purpose) {
+      t.push_back({fn + "_btf", tp, tp, ProgKind::kTpBtf, "paravirt", true, purpose});
+      t.push_back({fn + "_raw", tp, tp, ProgKind::kRawTp, "paravirt", true, purpose});
+    };
+    blk("iso_blk_insert", "block_rq_insert", "block: request enters the I/O scheduler (who submitted it)");
+    blk("iso_blk_issue", "block_rq_issue", "block: request handed to the driver (device time starts)");
+    blk("iso_blk_complete", "block_rq_complete",
+        "block: device done; splits the woken thread's I/O wait (virtio_blk, io_throttle)");
+    // Hypervisor layer, host side (bpf/hypervisor.bpf.c): vCPU threads of VMMs on KVM. Classic
+    // tracepoints: kvm_exit's reason is a field of its record only (docs/hypervisor.md).
+    auto kvm = [&t](const std::string& fn, const std::string& tp, const std::string& purpose) {
+      t.push_back({fn, tp, "kvm/" + tp, ProgKind::kTracepoint, "hypervisor", true, purpose});
+    };
+    kvm("iso_kvm_exit", "kvm_exit", "vCPU: guest -> kernel exit (hypervisor.vmexit, by reason)");
+    kvm("iso_kvm_entry", "kvm_entry", "vCPU: kernel -> guest entry (end of the exit's handling)");
+    kvm("iso_kvm_userspace_exit", "kvm_userspace_exit",
+        "vCPU: exit handed to the VMM (paravirt.vmm_exit, by reason)");
+    kvm("iso_kvm_fpu", "kvm_fpu", "vCPU: KVM_RUN starts (end of the VMM's handling)");
     return t;
   }();
   return table;

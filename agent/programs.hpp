@@ -20,7 +20,8 @@ struct ProgramSpec {
   std::string group;    // alternatives share a group; the first usable one in table order wins
   std::string target;   // tracepoint (tp_btf/raw_tp) or kernel function (fentry/kprobe)
   ProgKind kind;
-  std::string area;     // "container", "requests" (trace-context binding) or "network"
+  std::string area;     // "container", "requests" (trace-context binding), "network", "paravirt"
+                        // (block requests) or "hypervisor" (vCPU threads)
   bool optional;        // the layer works (with less precision) without this group
   std::string purpose;  // one line for `doctor`
 };

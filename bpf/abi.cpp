@@ -19,7 +19,7 @@ constexpr std::array<std::string_view, ISO_CAUSE_NETWORK_BASE> kFixedCauses = {
     "container.memory_reclaim",
     "hypervisor.steal",
     "hypervisor.vmexit",
-    "paravirt.virtio_net",
+    "container.io_throttle",
     "paravirt.virtio_blk",
     "paravirt.vmm_exit",
     "sandbox.wasm_instantiate",
@@ -94,6 +94,10 @@ std::size_t RecordSize(std::uint16_t kind) {
       return sizeof(iso_rec_traceparent);
     case ISO_REC_NET:
       return sizeof(iso_rec_net);
+    case ISO_REC_KVM:
+      return sizeof(iso_rec_kvm);
+    case ISO_REC_NODE:
+      return sizeof(iso_rec_node);
     default:
       return 0;
   }
@@ -131,6 +135,12 @@ std::string ValidateRecord(const void* data, std::size_t len) {
     }
     if (rec.mech >= ISO_NET_MECHANISM_MAX) return fmt::format("network record with mechanism {}", rec.mech);
     if (rec.start_ns > rec.hdr.ts_ns) return "network record ending before it starts";
+  } else if (hdr.kind == ISO_REC_KVM) {
+    iso_rec_kvm rec;
+    std::memcpy(&rec, data, sizeof(rec));
+    if (rec.isa != ISO_KVM_ISA_VMX && rec.isa != ISO_KVM_ISA_SVM && rec.isa != ISO_KVM_ISA_USERSPACE) {
+      return fmt::format("kvm exit record with isa {}", rec.isa);
+    }
   }
   return {};
 }

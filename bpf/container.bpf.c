@@ -40,15 +40,22 @@ const volatile __u64 stream_min_ns = 1000000; /* stream segments at least this l
 const volatile bool track_kthreads = false;
 const volatile bool have_unthrottle_probe = false;
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536); /* resized by the loader */
-	__type(key, __u32);         /* tid */
-	__type(value, struct iso_thread_totals);
-} tasks SEC(".maps");
+const volatile bool track_steal = true;       /* hypervisor.steal from the CPUs' steal clocks */
 
+ISO_TASKS_MAP;
 ISO_EVENTS_MAP;
 ISO_STATS_MAP;
+ISO_BLK_DONE_MAP;
+
+/* Per CPU: steal while the CPU was idle (the idle task is no `tasks` entry). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct iso_cpu_state);
+} cpu_state SEC(".maps");
+
+#include "isoscope/segments.bpf.h"
 
 /* cfs_rq key -> boot ns of its last unthrottle (filled by the optional probes). */
 struct {
@@ -57,80 +64,6 @@ struct {
 	__type(key, __u64);
 	__type(value, __u64);
 } unthrottle_ts SEC(".maps");
-
-static __always_inline bool wanted(struct task_struct *t, bool btf)
-{
-	if (!track_kthreads && (ISO_RD(btf, t, flags) & ISO_PF_KTHREAD))
-		return false;
-	if (filter_tgid && (__u32)ISO_RD(btf, t, tgid) != filter_tgid)
-		return false;
-	return true;
-}
-
-static __always_inline void refresh_cgroups(struct task_struct *t, struct iso_thread_totals *st)
-{
-	iso_task_cgroup_ids(t, &st->cgroup_v2_id, &st->cgroup_v1_cpu_id);
-	st->flags &= ~ISO_TF_CGROUP_STALE;
-}
-
-static __always_inline struct iso_thread_totals *create_state(struct task_struct *t, __u32 tid,
-							      __u64 now, __u32 cause)
-{
-	struct iso_thread_totals init = {};
-
-	init.tgid = BPF_CORE_READ(t, tgid);
-	init.seg_start_ns = now;
-	init.seg_cause = cause;
-	if (BPF_CORE_READ(t, flags) & ISO_PF_KTHREAD)
-		init.flags |= ISO_TF_KTHREAD;
-	BPF_CORE_READ_STR_INTO(&init.comm, t, comm);
-	refresh_cgroups(t, &init);
-	if (bpf_map_update_elem(&tasks, &tid, &init, BPF_NOEXIST) && bpf_map_lookup_elem(&tasks, &tid) == NULL) {
-		iso_percpu_inc(&stats, ISO_STAT_TASKS_FULL);
-		return NULL;
-	}
-	return bpf_map_lookup_elem(&tasks, &tid);
-}
-
-/* Closes the open segment at `now` and opens one with `cause`. */
-static __always_inline void set_segment(struct iso_thread_totals *st, __u64 now, __u32 cause)
-{
-	__u32 open = st->seg_cause;
-
-	if (open < ISO_THREAD_CAUSES && now > st->seg_start_ns)
-		st->cause_ns[open] += now - st->seg_start_ns;
-	st->seg_start_ns = now;
-	st->seg_cause = st->reclaim_depth ? ISO_CAUSE_CONTAINER_MEMORY_RECLAIM : cause;
-}
-
-static __always_inline void stream_delay(const struct iso_thread_totals *st, __u32 tid, __u64 start,
-					 __u64 now, __u32 cause)
-{
-	struct iso_rec_delay *rec;
-
-	if (cause == ISO_CAUSE_APP_ON_CPU || now - start < stream_min_ns)
-		return;
-	rec = iso_reserve(&events, &stats, sizeof(*rec));
-	if (!rec)
-		return;
-	iso_fill_hdr(&rec->hdr, ISO_REC_DELAY, sizeof(*rec), st->tgid, tid, now, st->cgroup_v2_id,
-		     st->cgroup_v1_cpu_id);
-	rec->start_ns = start;
-	rec->cause = cause;
-	rec->cpu = bpf_get_smp_processor_id();
-	bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
-}
-
-/* Closes the open segment and streams it if it is a delay worth keeping. */
-static __always_inline void end_segment(struct iso_thread_totals *st, __u32 tid, __u64 now,
-					__u32 next_cause)
-{
-	__u64 start = st->seg_start_ns;
-	__u32 cause = st->seg_cause;
-
-	set_segment(st, now, next_cause);
-	stream_delay(st, tid, start, now, cause);
-}
 
 static __always_inline __u32 runnable_cause(struct task_struct *t, struct iso_thread_totals *st,
 					    bool btf)
@@ -142,7 +75,59 @@ static __always_inline __u32 runnable_cause(struct task_struct *t, struct iso_th
 		return ISO_CAUSE_CONTAINER_CPU_THROTTLE;
 	}
 	st->throttled_cfs_rq = 0;
+	/* A vCPU thread waiting for a CPU: what its guest sees as steal. */
+	if (st->flags & ISO_TF_VCPU)
+		return ISO_CAUSE_HYPERVISOR_STEAL;
 	return ISO_CAUSE_CONTAINER_RUNQUEUE;
+}
+
+/*
+ * Steal (guest side, docs/hypervisor.md): the hypervisor ran something else
+ * on this vCPU while the thread was on it or runnable on it. The CPU's steal
+ * clock is read when a segment starts on a CPU (mark) and when it ends there;
+ * the advance, at most the segment's length, moves from the segment's cause
+ * to hypervisor.steal. A segment that started on another CPU (a wake-up that
+ * migrated) is not charged: its steal clock is not this CPU's.
+ */
+static __always_inline void steal_mark(struct iso_thread_totals *st, __u64 clock, __u32 cpu)
+{
+	st->steal_mark_ns = clock;
+	st->steal_cpu = cpu;
+}
+
+static __always_inline void steal_take(struct iso_thread_totals *st, __u32 tid, __u64 now,
+				       __u64 clock, __u32 cpu)
+{
+	__u32 open = st->seg_cause;
+	__u64 d, len;
+
+	if (st->steal_cpu != cpu || clock <= st->steal_mark_ns || open >= ISO_THREAD_CAUSES ||
+	    now <= st->seg_start_ns)
+		goto out;
+	d = clock - st->steal_mark_ns;
+	len = now - st->seg_start_ns;
+	if (d > len)
+		d = len;
+	if (open == ISO_CAUSE_HYPERVISOR_STEAL)
+		goto out; /* already steal (a vCPU thread waiting) */
+	/* The stolen part of the segment, placed at its end: set_segment closes
+	 * [start, now - d) with the open cause, then [now - d, now) as steal. */
+	end_segment(st, tid, now - d, ISO_CAUSE_HYPERVISOR_STEAL);
+out:
+	st->steal_cpu = ISO_NO_CPU;
+}
+
+static __always_inline void idle_steal(bool prev_idle, bool next_idle, __u64 clock)
+{
+	__u32 zero = 0;
+	struct iso_cpu_state *cs = bpf_map_lookup_elem(&cpu_state, &zero);
+
+	if (!cs)
+		return;
+	cs->steal_clock_ns = clock;
+	if (prev_idle && cs->steal_mark_ns && clock > cs->steal_mark_ns)
+		cs->idle_steal_ns += clock - cs->steal_mark_ns;
+	cs->steal_mark_ns = next_idle ? clock : 0;
 }
 
 static __always_inline void on_switch(bool preempt, struct task_struct *prev, struct task_struct *next,
@@ -150,7 +135,16 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 {
 	__u64 now = bpf_ktime_get_boot_ns();
 	struct iso_thread_totals *st;
+	__u64 clock = 0;
+	__u32 cpu = ISO_NO_CPU;
+	bool have_clock = false;
 	__u32 tid;
+
+	if (track_steal) {
+		have_clock = iso_steal_clock(prev, btf, &clock, &cpu);
+		if (have_clock)
+			idle_steal(ISO_RD(btf, prev, pid) == 0, ISO_RD(btf, next, pid) == 0, clock);
+	}
 
 	tid = ISO_RD(btf, prev, pid);
 	if (tid) {
@@ -161,17 +155,24 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 			st = create_state(prev, tid, now, ISO_CAUSE_APP_ON_CPU);
 		if (st) {
 			__u32 cause;
+			bool runnable = preempt || state == ISO_TASK_RUNNING;
 
 			if (st->flags & ISO_TF_CGROUP_STALE)
 				refresh_cgroups(prev, st);
-			if (preempt || state == ISO_TASK_RUNNING)
+			if (have_clock)
+				steal_take(st, tid, now, clock, cpu);
+			if (runnable)
 				cause = runnable_cause(prev, st, btf);
+			else if (st->vcpu_state == ISO_VCPU_VMM)
+				cause = ISO_CAUSE_PARAVIRT_VMM_EXIT; /* the VMM handling an exit sleeps */
 			else if (btf ? BPF_CORE_READ_BITFIELD(prev, in_iowait)
 				     : BPF_CORE_READ_BITFIELD_PROBED(prev, in_iowait))
 				cause = ISO_CAUSE_APP_BLOCKED_IO;
 			else
 				cause = ISO_CAUSE_APP_BLOCKED_OTHER;
-			set_segment(st, now, cause);
+			end_segment(st, tid, now, cause);
+			if (have_clock && runnable)
+				steal_mark(st, clock, cpu);
 		}
 	}
 
@@ -180,8 +181,11 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 		return;
 	st = bpf_map_lookup_elem(&tasks, &tid);
 	if (!st) {
-		if (wanted(next, btf))
-			create_state(next, tid, now, ISO_CAUSE_APP_ON_CPU);
+		if (wanted(next, btf)) {
+			st = create_state(next, tid, now, ISO_CAUSE_APP_ON_CPU);
+			if (st && have_clock)
+				steal_mark(st, clock, cpu);
+		}
 		return;
 	}
 	st->switches++;
@@ -195,19 +199,73 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 			iso_percpu_inc(&stats, ISO_STAT_THROTTLE_SPLITS);
 		}
 	}
-	end_segment(st, tid, now, ISO_CAUSE_APP_ON_CPU);
+	if (have_clock)
+		steal_take(st, tid, now, clock, cpu);
+	end_segment(st, tid, now, oncpu_cause(st));
+	if (have_clock)
+		steal_mark(st, clock, cpu);
+}
+
+/*
+ * Block I/O (docs/hypervisor.md, "Block I/O"): the thread slept in I/O wait
+ * since seg_start_ns and is woken by the completion of its request, which
+ * paravirt.bpf.c left in this CPU's blk_done slot just before (the wake-up
+ * runs in the completion's context). The sleep splits into: held back by
+ * blk-throttle (the request entered the block layer from a kernel thread,
+ * throttle's dispatcher, after the thread went to sleep) -> io_throttle;
+ * in a virtio-blk device (issue -> completion) -> paravirt.virtio_blk; the
+ * rest stays app.blocked_io.
+ */
+#define ISO_BLK_WAKE_WINDOW_NS 1000000ull /* completion -> wake-up, same context */
+
+static __always_inline void split_block_wait(struct iso_thread_totals *st, __u32 tid, __u64 now)
+{
+	__u32 zero = 0;
+	struct iso_blk_done *d = bpf_map_lookup_elem(&blk_done, &zero);
+	__u64 start = st->seg_start_ns;
+	__u64 t;
+
+	if (!d || !d->complete_ns || d->complete_ns < start || d->complete_ns > now ||
+	    now - d->complete_ns > ISO_BLK_WAKE_WINDOW_NS)
+		return;
+	if ((d->flags & ISO_BLK_F_FROM_KTHREAD) && d->first_ns > start) {
+		t = d->first_ns < d->complete_ns ? d->first_ns : d->complete_ns;
+		st->seg_cause = ISO_CAUSE_CONTAINER_IO_THROTTLE;
+		end_segment(st, tid, t, ISO_CAUSE_APP_BLOCKED_IO);
+	}
+	if (d->flags & ISO_BLK_F_VIRTIO) {
+		t = d->issue_ns > st->seg_start_ns ? d->issue_ns : st->seg_start_ns;
+		if (t < d->complete_ns) {
+			end_segment(st, tid, t, ISO_CAUSE_PARAVIRT_VIRTIO_BLK);
+			end_segment(st, tid, d->complete_ns, ISO_CAUSE_APP_BLOCKED_IO);
+		}
+	}
+	d->complete_ns = 0;
+	iso_percpu_inc(&stats, ISO_STAT_BLK_SPLITS);
 }
 
 static __always_inline void on_wakeup(struct task_struct *p, bool btf)
 {
 	__u32 tid = ISO_RD(btf, p, pid);
 	struct iso_thread_totals *st = bpf_map_lookup_elem(&tasks, &tid);
+	__u64 now, clock = 0;
+	__u32 cpu = ISO_NO_CPU;
 
 	if (!st)
 		return;
 	if (st->seg_cause == ISO_CAUSE_APP_BLOCKED_IO || st->seg_cause == ISO_CAUSE_APP_BLOCKED_OTHER ||
-	    st->seg_cause == ISO_CAUSE_CONTAINER_MEMORY_RECLAIM)
-		end_segment(st, tid, bpf_ktime_get_boot_ns(), runnable_cause(p, st, btf));
+	    st->seg_cause == ISO_CAUSE_CONTAINER_MEMORY_RECLAIM ||
+	    st->seg_cause == ISO_CAUSE_PARAVIRT_VMM_EXIT) {
+		now = bpf_ktime_get_boot_ns();
+		if (st->seg_cause == ISO_CAUSE_APP_BLOCKED_IO)
+			split_block_wait(st, tid, now);
+		/* A VMM that slept while handling an exit stays in vmm_exit until its
+		 * next KVM_RUN; any other sleep ends here. */
+		if (st->seg_cause != ISO_CAUSE_PARAVIRT_VMM_EXIT)
+			end_segment(st, tid, now, runnable_cause(p, st, btf));
+		if (track_steal && iso_steal_clock(p, btf, &clock, &cpu))
+			steal_mark(st, clock, cpu);
+	}
 }
 
 static __always_inline void on_wakeup_new(struct task_struct *p, bool btf)
@@ -218,8 +276,14 @@ static __always_inline void on_wakeup_new(struct task_struct *p, bool btf)
 	if (!wanted(p, btf))
 		return;
 	st = create_state(p, tid, bpf_ktime_get_boot_ns(), ISO_CAUSE_CONTAINER_RUNQUEUE);
-	if (st)
+	if (st) {
+		__u64 clock = 0;
+		__u32 cpu = ISO_NO_CPU;
+
 		st->seg_cause = runnable_cause(p, st, btf);
+		if (track_steal && iso_steal_clock(p, btf, &clock, &cpu))
+			steal_mark(st, clock, cpu);
+	}
 }
 
 static __always_inline void on_exit(struct task_struct *p)
@@ -232,7 +296,7 @@ static __always_inline void on_exit(struct task_struct *p)
 	if (!st)
 		return;
 	now = bpf_ktime_get_boot_ns();
-	set_segment(st, now, ISO_CAUSE_APP_ON_CPU);
+	set_segment(st, now, oncpu_cause(st));
 	rec = iso_reserve(&events, &stats, sizeof(*rec));
 	if (rec) {
 		iso_fill_hdr(&rec->hdr, ISO_REC_THREAD_EXIT, sizeof(*rec), st->tgid, tid, now,
@@ -271,7 +335,7 @@ static __always_inline void on_reclaim_end(void)
 	if (!st || st->reclaim_depth == 0)
 		return;
 	if (--st->reclaim_depth == 0)
-		end_segment(st, tid, bpf_ktime_get_boot_ns(), ISO_CAUSE_APP_ON_CPU);
+		end_segment(st, tid, bpf_ktime_get_boot_ns(), oncpu_cause(st));
 }
 
 static __always_inline void on_unthrottle(struct cfs_rq *cfs_rq)

@@ -78,6 +78,44 @@ struct NetworkSection {
   std::map<std::string, std::uint64_t> drops;  // by kernel drop reason name
 };
 
+// The target's vCPU threads in one interval (docs/hypervisor.md, "Host side"): their wall
+// time by vCPU state (also inside the breakdown, under its causes) and their exits by reason.
+struct VcpuTimes {
+  double guest_s = 0;     // in the guest: app.on_cpu of a vCPU thread
+  double vmexit_s = 0;    // the kernel handling exits: hypervisor.vmexit
+  double vmm_exit_s = 0;  // the VMM handling exits: paravirt.vmm_exit
+  double halted_s = 0;    // asleep in the kernel (guest HLT): app.blocked_other
+  double steal_s = 0;     // runnable, not running: hypervisor.steal
+  std::uint64_t exits = 0;
+};
+struct VcpuThread {
+  std::uint32_t tid = 0;
+  std::string comm;
+  VcpuTimes times;
+};
+struct VmExitRow {
+  std::string reason;  // "io", "hlt", ... (collectors/hypervisor/exit_reasons.hpp)
+  std::string kind;    // "kernel" (kvm_exit) or "vmm" (kvm_userspace_exit)
+  std::string isa;     // "vmx", "svm", "" for vmm
+  std::uint64_t count = 0;
+  double seconds = 0;  // until handled: next entry (kernel) or next KVM_RUN (vmm)
+};
+struct VcpuSection {
+  std::uint32_t threads = 0;  // 0: the target had no vCPU thread this interval
+  VcpuTimes total;
+  std::vector<VmExitRow> exits;       // by count, largest first
+  std::vector<VcpuThread> per_thread;  // by tid
+};
+
+// Node-wide steal in one interval (guest side, docs/hypervisor.md): what the kernel counted
+// (/proc/stat) and where the agent put it (threads' hypervisor.steal, idle CPUs).
+struct NodeStealSection {
+  bool measured = false;
+  double kernel_s = 0;
+  double threads_s = 0;  // every tracked thread of the node, not only the target's
+  double idle_s = 0;
+};
+
 // One request (a span the agent joined) of the target.
 struct RequestReport {
   std::string trace_id;  // lower-case hex
@@ -95,6 +133,8 @@ struct IntervalReport {
   Breakdown breakdown;
   Verdict verdict;
   NetworkSection network;
+  VcpuSection vcpus;
+  NodeStealSection node;
   std::vector<RequestReport> requests;  // spans that ended in this interval
   // What changed in the target during the interval, for the reader ("container app restarted:
   // attempt 0 -> 1, id 3f1a... -> 9c2e..."); empty most of the time.

@@ -28,6 +28,10 @@ std::string_view RecordKindName(std::uint16_t kind) {
       return "traceparent";
     case ISO_REC_NET:
       return "net";
+    case ISO_REC_KVM:
+      return "kvm";
+    case ISO_REC_NODE:
+      return "node";
     default:
       return "other";
   }

@@ -203,6 +203,34 @@ Result<correlator::Verdict> ParseVerdict(const json& object) {
   return verdict;
 }
 
+json VcpuTimesJson(const correlator::VcpuTimes& t) {
+  return {{"guest_s", t.guest_s},   {"vmexit_s", t.vmexit_s}, {"vmm_exit_s", t.vmm_exit_s},
+          {"halted_s", t.halted_s}, {"steal_s", t.steal_s},   {"exits", t.exits}};
+}
+
+json VcpusJson(const correlator::VcpuSection& v) {
+  json out = VcpuTimesJson(v.total);
+  out["threads"] = v.threads;
+  json exits = json::array();
+  for (const auto& e : v.exits) {
+    exits.push_back({{"reason", e.reason},
+                     {"kind", e.kind},
+                     {"isa", e.isa},
+                     {"count", e.count},
+                     {"seconds", e.seconds}});
+  }
+  out["exits"] = std::move(exits);
+  json per_thread = json::array();
+  for (const auto& t : v.per_thread) {
+    json row = VcpuTimesJson(t.times);
+    row["tid"] = t.tid;
+    row["comm"] = t.comm;
+    per_thread.push_back(std::move(row));
+  }
+  out["per_thread"] = std::move(per_thread);
+  return out;
+}
+
 }  // namespace
 
 json TraceIntervalJson(const correlator::IntervalReport& report) {
@@ -240,6 +268,12 @@ json TraceIntervalJson(const correlator::IntervalReport& report) {
                       {"retransmits", n.retransmits},
                       {"retransmits_spurious", n.retransmits_spurious},
                       {"drops", n.drops}};
+  }
+  if (report.vcpus.threads > 0) out["vcpus"] = VcpusJson(report.vcpus);
+  if (report.node.measured) {
+    out["node"] = {{"steal_s", report.node.kernel_s},
+                   {"steal_threads_s", report.node.threads_s},
+                   {"steal_idle_s", report.node.idle_s}};
   }
   if (!report.notes.empty()) out["notes"] = report.notes;
   return out;

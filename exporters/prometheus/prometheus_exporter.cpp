@@ -43,6 +43,21 @@ PrometheusExporter::PrometheusExporter(std::size_t max_workloads)
       verdicts_(CounterFamily(*registry_, "isoscope_verdicts_total",
                               "Interval verdicts by blamed layer and cause (\"none\" when no "
                               "isolation cause dominated).")),
+      vcpu_seconds_(CounterFamily(
+          *registry_, "isoscope_vcpu_seconds_total",
+          "Wall seconds of a workload's vCPU threads by state: guest, vmexit (the kernel "
+          "handling exits), vmm_exit (the VMM handling exits), halted, steal (runnable, not "
+          "running).")),
+      vm_exits_(CounterFamily(*registry_, "isoscope_vm_exits_total",
+                              "VM exits of a workload's vCPU threads by reason and kind (kernel: "
+                              "kvm_exit; vmm: handed to the VMM).")),
+      vm_exit_seconds_(CounterFamily(*registry_, "isoscope_vm_exit_seconds_total",
+                                     "Seconds until VM exits were handled, by reason and kind.")),
+      cpu_steal_(CounterFamily(*registry_, "isoscope_cpu_steal_seconds_total",
+                               "Steal time of each CPU of the node (the kernel's /proc/stat).")),
+      steal_attributed_(CounterFamily(*registry_, "isoscope_steal_attributed_seconds_total",
+                                      "Node steal as isoscope attributed it: to threads "
+                                      "(hypervisor.steal) or to idle CPUs.")),
       records_received_(CounterFamily(*registry_, "isoscope_records_received_total",
                                       "Records received from the BPF programs, by kind.")),
       records_lost_(
@@ -105,6 +120,25 @@ void PrometheusExporter::OnInterval(const std::vector<correlator::IntervalReport
       thread_seconds.Increment(b.thread_seconds);
     }
 
+    if (report.vcpus.threads > 0) {
+      const correlator::VcpuTimes& v = report.vcpus.total;
+      for (const auto& [state, seconds] :
+           {std::pair<const char*, double>{"guest", v.guest_s}, {"vmexit", v.vmexit_s},
+            {"vmm_exit", v.vmm_exit_s}, {"halted", v.halted_s}, {"steal", v.steal_s}}) {
+        if (!(seconds > 0) || !std::isfinite(seconds)) continue;
+        prometheus::Labels labels = workload;
+        labels.emplace("state", state);
+        vcpu_seconds_.Add(labels).Increment(seconds);
+      }
+      for (const correlator::VmExitRow& e : report.vcpus.exits) {
+        prometheus::Labels labels = workload;
+        labels.emplace("reason", e.reason);
+        labels.emplace("kind", e.kind);
+        vm_exits_.Add(labels).Increment(static_cast<double>(e.count));
+        if (e.seconds > 0 && std::isfinite(e.seconds)) vm_exit_seconds_.Add(labels).Increment(e.seconds);
+      }
+    }
+
     const auto& cause = report.verdict.cause;
     if (cause && !abi::CauseName(*cause).empty()) {
       verdicts_
@@ -114,6 +148,21 @@ void PrometheusExporter::OnInterval(const std::vector<correlator::IntervalReport
     } else {
       verdicts_.Add({{"layer", std::string(kNone)}, {"cause", std::string(kNone)}}).Increment();
     }
+  }
+}
+
+void PrometheusExporter::OnNodeSteal(const correlator::NodeStealSection& node,
+                                     const std::map<std::uint32_t, double>& kernel_per_cpu) {
+  if (!node.measured) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [cpu, seconds] : kernel_per_cpu) {
+    auto& c = cpu_steal_.Add({{"cpu", std::to_string(cpu)}});
+    if (seconds > 0 && std::isfinite(seconds)) c.Increment(seconds);
+  }
+  for (const auto& [source, seconds] :
+       {std::pair<const char*, double>{"threads", node.threads_s}, {"idle", node.idle_s}}) {
+    auto& c = steal_attributed_.Add({{"source", source}});
+    if (seconds > 0 && std::isfinite(seconds)) c.Increment(seconds);
   }
 }
 

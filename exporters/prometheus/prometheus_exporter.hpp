@@ -73,6 +73,10 @@ class PrometheusExporter {
   // lower than the previous one means its source restarted (e.g. programs reloaded) and is
   // added whole, so counters never decrease.
   void SetSelfStats(const SelfStats& stats);
+  // Node-wide steal of one interval (docs/hypervisor.md): per CPU from the kernel's account,
+  // and where the agent put it (source="threads" or "idle").
+  void OnNodeSteal(const correlator::NodeStealSection& node,
+                   const std::map<std::uint32_t, double>& kernel_per_cpu);
 
   // The text exposition format of everything registered.
   std::string Scrape() const;
@@ -91,6 +95,11 @@ class PrometheusExporter {
   prometheus::Family<prometheus::Counter>& thread_seconds_;
   prometheus::Family<prometheus::Histogram>& delay_seconds_;
   prometheus::Family<prometheus::Counter>& verdicts_;
+  prometheus::Family<prometheus::Counter>& vcpu_seconds_;
+  prometheus::Family<prometheus::Counter>& vm_exits_;
+  prometheus::Family<prometheus::Counter>& vm_exit_seconds_;
+  prometheus::Family<prometheus::Counter>& cpu_steal_;
+  prometheus::Family<prometheus::Counter>& steal_attributed_;
   prometheus::Family<prometheus::Counter>& records_received_;
   prometheus::Family<prometheus::Counter>& records_lost_;
   prometheus::Family<prometheus::Counter>& program_run_seconds_;

@@ -180,9 +180,40 @@ std::string RequestBlock(const std::vector<correlator::RequestReport>& requests,
   return out;
 }
 
+// The target's vCPU threads (docs/hypervisor.md): their states, the top exit reasons, and with
+// per_thread one line per vCPU.
+std::string VcpuBlock(const correlator::VcpuSection& v, bool per_thread, bool color) {
+  if (v.threads == 0) return {};
+  auto states = [](const correlator::VcpuTimes& t) {
+    return fmt::format("guest {:.3f} s · vmexit {:.3f} s · vmm {:.3f} s · halted {:.3f} s · "
+                       "steal {:.3f} s",
+                       t.guest_s, t.vmexit_s, t.vmm_exit_s, t.halted_s, t.steal_s);
+  };
+  std::string out = '\n' + Paint(fmt::format("vCPUs ({} threads)", v.threads), kDim, color) + '\n';
+  out += "  " + states(v.total) + '\n';
+  if (!v.exits.empty()) {
+    std::string exits = "  exits";
+    constexpr std::size_t kTop = 4;
+    for (std::size_t i = 0; i < v.exits.size() && i < kTop; ++i) {
+      const auto& e = v.exits[i];
+      exits += fmt::format("{} {}{} {} ({:.3f} s)", i ? "," : "", e.kind == "vmm" ? "vmm." : "",
+                           e.reason, e.count, e.seconds);
+    }
+    if (v.exits.size() > kTop) exits += fmt::format(", {} more reasons", v.exits.size() - kTop);
+    out += exits + '\n';
+  }
+  if (per_thread) {
+    for (const auto& t : v.per_thread) {
+      out += fmt::format("  tid {} {:<16} {} · {} exits\n", t.tid, t.comm, states(t.times),
+                         t.times.exits);
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
-std::string RenderTraceTable(const correlator::IntervalReport& report, bool color) {
+std::string RenderTraceTable(const correlator::IntervalReport& report, bool color, bool per_vcpu) {
   const correlator::Breakdown& b = report.breakdown;
   std::string out = Header(report);
   for (const auto& note : report.notes) out += Paint("note: " + note, kDim, color) + '\n';
@@ -213,6 +244,7 @@ std::string RenderTraceTable(const correlator::IntervalReport& report, bool colo
   }
   for (const abi::Cause c : rows) out += CauseRow(c, b.seconds[c], b.Share(c), color);
   out += NetworkBlock(report.network, color);
+  out += VcpuBlock(report.vcpus, per_vcpu, color);
   out += RequestBlock(report.requests, color);
   return out;
 }

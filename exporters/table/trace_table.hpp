@@ -18,6 +18,8 @@
 namespace isoscope::exporters {
 
 // Lines end with '\n'. With `color`, ANSI escapes highlight the verdict and tint bars by layer.
-std::string RenderTraceTable(const correlator::IntervalReport& report, bool color = false);
+// per_vcpu: one line per vCPU thread under the target's vCPU summary (trace --vcpus).
+std::string RenderTraceTable(const correlator::IntervalReport& report, bool color = false,
+                             bool per_vcpu = false);
 
 }  // namespace isoscope::exporters

@@ -89,7 +89,7 @@ TEST(Validate, RejectsTruncatedWrongVersionUnknownKindAndBadCause) {
   EXPECT_NE(ValidateRecord(wrong_version.data(), wrong_version.size()).find("ABI version"),
             std::string::npos);
 
-  auto unknown = testing::ToBytes(testing::Header(ISO_REC_KVM, 48, 1));
+  auto unknown = testing::ToBytes(testing::Header(ISO_REC_SANDBOX, 48, 1));
   unknown.resize(48);
   EXPECT_NE(ValidateRecord(unknown.data(), unknown.size()).find("unknown record kind"),
             std::string::npos);

@@ -148,7 +148,7 @@ TEST(TraceJson, OtherCausesListedOnlyWhenMeasured) {
                         {"share", 0.5 / 8.0},
                         {"slice", "pod"},
                         {"mechanism", "queue"}}));
-  for (const json& e : b) EXPECT_NE(e["cause"], "hypervisor.steal");
+  for (const json& e : b) EXPECT_NE(e["cause"], "sandbox.gvisor_syscall");
 }
 
 TEST(TraceJson, Verdict) {

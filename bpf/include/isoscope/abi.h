@@ -22,8 +22,10 @@
 #include <linux/types.h>
 #endif
 
-#define ISO_ABI_VERSION 4u /* 2: ISO_REC_TRACEPARENT layout; 3: ISO_REC_NET, outbound traceparent;
-                            4: ISO_NET_EV_DEVQ, ISO_NET_EV_ZWND */
+#define ISO_ABI_VERSION 5u /* 2: ISO_REC_TRACEPARENT layout; 3: ISO_REC_NET, outbound traceparent;
+                            4: ISO_NET_EV_DEVQ, ISO_NET_EV_ZWND; 5: eleven thread-state causes
+                            (steal, vmexit, io_throttle, virtio_blk, vmm_exit), vCPU state,
+                            ISO_REC_KVM, ISO_REC_NODE */
 
 /* Record kinds. */
 enum iso_rec_kind {
@@ -37,12 +39,14 @@ enum iso_rec_kind {
 	/* Reserved for later layers, numbered now so files stay readable. */
 	ISO_REC_TRACEPARENT = 4, /* horizontal axis: W3C traceparent seen on a read */
 	ISO_REC_NET = 5,         /* network slices */
-	ISO_REC_KVM = 6,         /* hypervisor layer */
+	ISO_REC_KVM = 6,         /* hypervisor layer: a vCPU thread's exits by reason (cumulative) */
 	ISO_REC_SANDBOX = 7,     /* sandbox layer */
 	/* Header only, written by user space: ends one snapshot of the tasks map
 	 * (one interval). Replay cuts intervals exactly where live did. */
 	ISO_REC_SNAPSHOT = 8,
-	ISO_REC_KIND_MAX = 9,
+	/* Node-wide counters of one CPU at a snapshot (cumulative), e.g. idle steal. */
+	ISO_REC_NODE = 9,
+	ISO_REC_KIND_MAX = 10,
 };
 
 /* Causes: the whole taxonomy (shared/TAXONOMY.md), numbered once. */
@@ -53,13 +57,16 @@ enum iso_cause {
 	ISO_CAUSE_CONTAINER_RUNQUEUE = 3,
 	ISO_CAUSE_CONTAINER_CPU_THROTTLE = 4,
 	ISO_CAUSE_CONTAINER_MEMORY_RECLAIM = 5,
-	/* Thread-state causes end here: per-thread arrays hold this many. */
-	ISO_THREAD_CAUSES = 6,
 	ISO_CAUSE_HYPERVISOR_STEAL = 6,
 	ISO_CAUSE_HYPERVISOR_VMEXIT = 7,
-	ISO_CAUSE_PARAVIRT_VIRTIO_NET = 8,
+	/* 8 was reserved for paravirt.virtio_net until ABI 5: virtio-net is the
+	 * network's virtio slice (network.virtio.*), never produced as a cause. */
+	ISO_CAUSE_CONTAINER_IO_THROTTLE = 8,
 	ISO_CAUSE_PARAVIRT_VIRTIO_BLK = 9,
 	ISO_CAUSE_PARAVIRT_VMM_EXIT = 10,
+	/* Thread-state causes (0..10) end here: cause_ns[] holds this many,
+	 * indexed by the cause. */
+	ISO_THREAD_CAUSES = 11,
 	ISO_CAUSE_SANDBOX_WASM_INSTANTIATE = 11,
 	ISO_CAUSE_SANDBOX_WASM_HOSTCALL = 12,
 	ISO_CAUSE_SANDBOX_GVISOR_SYSCALL = 13,
@@ -101,6 +108,17 @@ struct iso_rec_hdr {
  * is tracked by reclaim_depth); not reused, so older recordings stay readable. */
 #define ISO_TF_CGROUP_STALE (1u << 1)
 #define ISO_TF_KTHREAD (1u << 2)
+#define ISO_TF_VCPU (1u << 3) /* the thread ran KVM_RUN: a vCPU thread of a VMM */
+
+/* Where a vCPU thread is (iso_thread_totals.vcpu_state; docs/hypervisor.md). */
+enum iso_vcpu_state {
+	ISO_VCPU_NONE = 0,   /* not a vCPU thread, or before its first KVM_RUN */
+	ISO_VCPU_GUEST = 1,  /* in KVM_RUN, running the guest (app.on_cpu of the VM) */
+	ISO_VCPU_EXIT = 2,   /* in the kernel handling an exit (hypervisor.vmexit; asleep = halted) */
+	ISO_VCPU_VMM = 3,    /* back in the VMM after a userspace exit (paravirt.vmm_exit) */
+};
+
+#define ISO_NO_CPU 0xffffffffu
 
 /*
  * Per-thread cumulative state. This is both the value of the BPF `tasks`
@@ -119,6 +137,15 @@ struct iso_thread_totals {
 	__u32 flags;     /* ISO_TF_* */
 	__u32 reclaim_depth;
 	__u64 switches; /* times switched in, for sanity and rates */
+	/* Steal (guest side): the steal clock of CPU steal_cpu when the open
+	 * segment's steal accounting began; steal_cpu ISO_NO_CPU when none. */
+	__u64 steal_mark_ns;
+	__u32 steal_cpu;
+	__u32 vcpu_state;      /* enum iso_vcpu_state */
+	__u64 exit_start_ns;   /* vCPU: when the open exit began (ISO_VCPU_EXIT or _VMM) */
+	__u32 exit_reason;     /* vCPU: its reason (struct iso_rec_kvm.reason) */
+	__u32 exit_isa;        /* vCPU: ISO_KVM_ISA_* of exit_reason */
+	__u64 vm_exits;        /* vCPU: exits seen (kernel exits + userspace exits) */
 	char comm[16];
 };
 
@@ -223,6 +250,89 @@ struct iso_rec_net {
 	char dev_name[16]; /* device name in its netns; "" for socket events */
 };
 
+/*
+ * A vCPU thread's exits with one reason, cumulative since the agent started
+ * (user space snapshot of the `vcpu_exits` map, like THREAD_TOTALS). The
+ * header is the vCPU thread's. For ISO_KVM_ISA_VMX/SVM the reason is the
+ * kvm:kvm_exit tracepoint's exit_reason (VMX basic exit reason, SVM exit
+ * code) and ns the time from the exit to the next guest entry; for
+ * ISO_KVM_ISA_USERSPACE it is struct kvm_run's exit_reason (KVM_EXIT_IO, ...)
+ * and ns the time from kvm_userspace_exit to the next KVM_RUN.
+ */
+#define ISO_KVM_ISA_VMX 1u
+#define ISO_KVM_ISA_SVM 2u
+#define ISO_KVM_ISA_USERSPACE 15u
+struct iso_rec_kvm {
+	struct iso_rec_hdr hdr;
+	__u32 reason;
+	__u32 isa;
+	__u64 count;
+	__u64 ns;
+};
+
+/* Key of the `vcpu_exits` map. */
+struct iso_kvm_exit_key {
+	__u32 tid;
+	__u16 isa;
+	__u16 pad;
+	__u32 reason;
+	__u32 pad2;
+};
+struct iso_kvm_exit_val {
+	__u64 count;
+	__u64 ns;
+	__u32 tgid;
+	__u32 pad;
+	__u64 cgroup_v2_id;
+	__u64 cgroup_v1_cpu_id;
+};
+
+/*
+ * Node-wide steal of one CPU (hdr.tid = the CPU), cumulative, written by user
+ * space at each snapshot: idle_steal_ns from the per-CPU `cpu_state` map
+ * (steal the hypervisor took while the CPU was idle: the idle task is no
+ * thread in `tasks`), kernel_steal_ns from /proc/stat (the kernel's own
+ * account, the ground truth). Together with the threads' hypervisor.steal
+ * the former adds up to the latter.
+ */
+struct iso_rec_node {
+	struct iso_rec_hdr hdr;
+	__u64 idle_steal_ns;
+	__u64 kernel_steal_ns;
+};
+
+/* Value of the per-CPU `cpu_state` map. */
+struct iso_cpu_state {
+	__u64 steal_mark_ns;  /* steal clock when the idle task switched in; 0 when not idle */
+	__u64 idle_steal_ns;
+	__u64 steal_clock_ns;
+	__u64 pad;
+};
+
+/*
+ * The last block request completed on a CPU (per-CPU `blk_done` map):
+ * written by block_rq_complete, read by the wake-up of the thread that waited
+ * on it, which runs next on the same CPU (docs/hypervisor.md, "Block I/O").
+ */
+#define ISO_BLK_F_VIRTIO (1u << 0)     /* the disk is a virtio-blk device */
+#define ISO_BLK_F_FROM_KTHREAD (1u << 1) /* entered the block layer from a kernel thread:
+					    blk-throttle's dispatcher (the bio was held back) */
+struct iso_blk_done {
+	__u64 first_ns;    /* request inserted or issued, whichever came first */
+	__u64 issue_ns;    /* handed to the driver (block_rq_issue) */
+	__u64 complete_ns; /* block_rq_complete; 0 once consumed */
+	__u32 flags;       /* ISO_BLK_F_* */
+	__u32 dev;         /* major << 20 | minor */
+};
+
+/* Value of the per-request `blk_reqs` map (key: struct request address). */
+struct iso_blk_req {
+	__u64 first_ns;
+	__u64 issue_ns;
+	__u32 flags;
+	__u32 dev;
+};
+
 /* Self counters (BPF per-CPU array `stats`, index = enum iso_stat). */
 enum iso_stat {
 	ISO_STAT_RB_RESERVE_FAILED = 0, /* ring buffer full: record lost */
@@ -234,6 +344,9 @@ enum iso_stat {
 	ISO_STAT_HTTP_PENDING_FULL = 6, /* unused: reads need no per-read state */
 	ISO_STAT_NET_SKB_FULL = 7,      /* skb timing map full: a packet's stage not timed */
 	ISO_STAT_NET_SOCK_FULL = 8,     /* socket map full: a receive-queue wait not timed */
+	ISO_STAT_BLK_REQS_FULL = 9,     /* block request map full: a request not timed */
+	ISO_STAT_BLK_SPLITS = 10,       /* block waits split into throttle / device / rest */
+	ISO_STAT_KVM_EXITS_FULL = 11,   /* vcpu_exits map full: an exit reason not counted */
 	ISO_STAT_MAX = 16,
 };
 

@@ -74,6 +74,61 @@ static __always_inline bool iso_task_throttled(struct task_struct *t, __u64 *cfs
 }
 
 /*
+ * The steal clock of the CPU whose run queue `t` is on (its se.cfs_rq->rq;
+ * for the tasks of a sched_switch that is this CPU), and that CPU. Reads
+ * rq::prev_steal_time_rq (moved to the paravirtual steal clock at each
+ * run-queue clock update) or, where the kernel does not keep it, the
+ * tick-based rq::prev_steal_time. Returns false when the kernel has neither
+ * (no CONFIG_PARAVIRT_TIME_ACCOUNTING / CONFIG_FAIR_GROUP_SCHED).
+ */
+static __always_inline bool iso_steal_clock(struct task_struct *t, bool btf, __u64 *clock,
+					    __u32 *cpu)
+{
+	struct cfs_rq *cfs_rq;
+	struct rq *rq;
+
+	if (!bpf_core_field_exists(t->se.cfs_rq) || !bpf_core_field_exists(((struct cfs_rq *)0)->rq))
+		return false;
+	cfs_rq = ISO_RD(btf, t, se.cfs_rq);
+	if (!cfs_rq)
+		return false;
+	rq = BPF_CORE_READ(cfs_rq, rq);
+	if (!rq)
+		return false;
+	*cpu = BPF_CORE_READ(rq, cpu);
+	if (bpf_core_field_exists(rq->prev_steal_time_rq)) {
+		*clock = BPF_CORE_READ(rq, prev_steal_time_rq);
+		if (*clock)
+			return true;
+	}
+	if (bpf_core_field_exists(rq->prev_steal_time)) {
+		*clock = BPF_CORE_READ(rq, prev_steal_time);
+		return true;
+	}
+	return false;
+}
+
+/* request::rq_disk before v5.15 (see struct request_queue in kernel_types.h). */
+struct request___pre515 {
+	struct gendisk *rq_disk;
+} __attribute__((preserve_access_index));
+
+/* The whole disk of a block request as major << 20 | minor (the kernel's
+ * dev_t encoding), 0 when unknown. */
+static __always_inline __u32 iso_request_dev(struct request *rq)
+{
+	struct gendisk *disk = NULL;
+
+	if (bpf_core_field_exists(((struct request_queue *)0)->disk))
+		disk = BPF_CORE_READ(rq, q, disk);
+	else if (bpf_core_field_exists(((struct request___pre515 *)0)->rq_disk))
+		disk = BPF_CORE_READ((struct request___pre515 *)rq, rq_disk);
+	if (!disk)
+		return 0;
+	return ((__u32)BPF_CORE_READ(disk, major) << 20) | (__u32)BPF_CORE_READ(disk, first_minor);
+}
+
+/*
  * A socket's own addresses (local first; IPv4 in the first 4 bytes, the
  * rest left as the caller zeroed it) and ports in host order, shared by the
  * traceparent and network socket records. Probe reads: valid in any context.

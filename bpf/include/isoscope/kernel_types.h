@@ -83,8 +83,19 @@ struct css_set {
 	struct cgroup *dfl_cgrp;
 };
 
+/* Steal clock of a CPU: update_rq_clock_task() moves prev_steal_time_rq up
+ * to the paravirtual steal clock at every run-queue clock update (each
+ * schedule()) with CONFIG_PARAVIRT_TIME_ACCOUNTING; prev_steal_time is the
+ * tick-based account behind /proc/stat (steal_account_process_time()). */
+struct rq {
+	int cpu;
+	u64 prev_steal_time;
+	u64 prev_steal_time_rq;
+};
+
 struct cfs_rq {
 	int throttle_count; /* > 0 while this cfs_rq or an ancestor is throttled */
+	struct rq *rq;      /* CONFIG_FAIR_GROUP_SCHED: the CPU's run queue */
 };
 
 struct sched_entity {
@@ -200,6 +211,48 @@ struct sk_buff {
 	__u16 network_header;
 	unsigned char *head;
 	unsigned char *data;
+};
+
+/* Block layer (paravirt.bpf.c). request_queue::disk since v5.15 (commit
+ * d152c682f03c "block: add an explicit ->disk backpointer to the
+ * request_queue"); before, request::rq_disk (core_fixes.bpf.h). */
+struct gendisk {
+	int major;
+	int first_minor;
+};
+
+struct request_queue {
+	struct gendisk *disk;
+};
+
+struct request {
+	struct request_queue *q;
+};
+
+/* Classic tracepoint records of the kvm events (format files under
+ * events/kvm/): relocated by name against vmlinux or the kvm module's BTF. */
+struct trace_entry {
+	unsigned short type;
+	unsigned char flags;
+	unsigned char preempt_count;
+	int pid;
+};
+
+struct trace_event_raw_kvm_exit {
+	struct trace_entry ent;
+	unsigned int exit_reason;
+	u32 isa;
+};
+
+struct trace_event_raw_kvm_userspace_exit {
+	struct trace_entry ent;
+	u32 reason;
+	int errno;
+};
+
+struct trace_event_raw_kvm_fpu {
+	struct trace_entry ent;
+	u32 load;
 };
 
 struct task_struct {

@@ -9,6 +9,14 @@
  *   ISO_STATS_MAP    the per-CPU self counters, index enum iso_stat (container.bpf.c)
  *   ISO_RCVQ_MAP     socket -> first unread data time (network.bpf.c; closed in
  *                    trace_context.bpf.c)
+ *   ISO_TASKS_MAP    tid -> struct iso_thread_totals (container.bpf.c; the vCPU
+ *                    states of hypervisor.bpf.c live in the same entry)
+ *   ISO_BLK_DONE_MAP per CPU: the last block request completed there
+ *                    (written by paravirt.bpf.c, consumed by container.bpf.c's
+ *                    wake-up; defined in container.bpf.c, linked first)
+ *
+ * Link order (CMakeLists.txt): a map's defining file comes before the files
+ * that declare it extern.
  */
 #ifndef ISOSCOPE_MAPS_BPF_H
 #define ISOSCOPE_MAPS_BPF_H
@@ -34,5 +42,21 @@
 		__type(key, __u64);                                                     \
 		__type(value, __u64);                                                   \
 	} rcvq SEC(".maps")
+
+#define ISO_TASKS_MAP                                                                   \
+	struct {                                                                        \
+		__uint(type, BPF_MAP_TYPE_HASH);                                        \
+		__uint(max_entries, 65536); /* resized by the loader */                 \
+		__type(key, __u32);         /* tid */                                   \
+		__type(value, struct iso_thread_totals);                                \
+	} tasks SEC(".maps")
+
+#define ISO_BLK_DONE_MAP                                                                \
+	struct {                                                                        \
+		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);                                \
+		__uint(max_entries, 1);                                                 \
+		__type(key, __u32);                                                     \
+		__type(value, struct iso_blk_done);                                     \
+	} blk_done SEC(".maps")
 
 #endif /* ISOSCOPE_MAPS_BPF_H */
