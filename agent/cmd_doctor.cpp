@@ -9,7 +9,10 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include <bpf/btf.h>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "agent/commands.hpp"
@@ -18,6 +21,8 @@
 #include "agent/pod_target.hpp"
 #include "collectors/identity/cri.hpp"
 #include "collectors/network/net_devices.hpp"
+#include "collectors/paravirt/block_devices.hpp"
+#include "common/fs.hpp"
 
 namespace isoscope {
 namespace {
@@ -241,9 +246,85 @@ int RunDoctor(const DoctorOptions& o) {
     out["network"]["programs"].push_back(
         {{"name", s.spec->name}, {"loaded", s.attached}, {"reason", s.attached ? "" : s.reason}});
   }
-  for (const char* later : {"hypervisor", "paravirt", "sandbox"}) {
-    layers.push_back({later, false, "not built yet in this version (planned)"});
+  {
+    // Hypervisor and paravirt layers (docs/hypervisor.md): guest side (this node is a VM) and
+    // host side (this node runs VMs on KVM).
+    const auto cpuinfo_text = ReadFileText("/proc/cpuinfo");
+    const std::string cpuinfo = cpuinfo_text ? *cpuinfo_text : std::string();
+    const bool guest = cpuinfo.find(" hypervisor") != std::string::npos;
+    const bool hw_virt = cpuinfo.find(" vmx") != std::string::npos ||
+                         cpuinfo.find(" svm") != std::string::npos;
+    const bool dev_kvm = access("/dev/kvm", F_OK) == 0;
+    const bool steal_fields = KernelHasField("rq", "prev_steal_time") &&
+                              KernelHasField("cfs_rq", "rq");
+    const bool kvm_tp = attached("kvm_exit") || attached("kvm_userspace_exit");
+    std::vector<nlohmann::json> disks;
+    std::string virtio_disks;
+    for (const auto& d : paravirt::ListBlockDisks()) {
+      disks.push_back({{"name", d.name}, {"dev", fmt::format("{}:{}", d.major, d.minor)},
+                       {"driver", d.driver}, {"virtio", d.virtio}});
+      if (d.virtio) virtio_disks += (virtio_disks.empty() ? "" : ", ") + d.name;
+    }
+    const bool blk = attached("block_rq_issue") && attached("block_rq_complete");
+
+    LayerStatus h;
+    h.layer = "hypervisor";
+    std::string steal_why;
+    if (!sched) {
+      steal_why = no_sched;
+    } else if (!steal_fields) {
+      steal_why = "kernel without a per-CPU steal clock (CONFIG_PARAVIRT_TIME_ACCOUNTING, "
+                  "CONFIG_FAIR_GROUP_SCHED)";
+    } else if (!guest) {
+      steal_why = "guest side: this node is not a VM (no hypervisor CPU flag), so no steal; "
+                  "host side: vCPU threads' run-queue wait";
+    }
+    h.causes.push_back(CauseStatus(ISO_CAUSE_HYPERVISOR_STEAL, sched && steal_fields, steal_why));
+    std::string vmexit_why;
+    if (!dev_kvm) {
+      vmexit_why = "no /dev/kvm: this node runs no VMs on KVM";
+    } else if (!attached("kvm_exit")) {
+      vmexit_why = "kvm:kvm_exit not attached (kvm module not loaded, or tracefs missing)";
+    } else if (!hw_virt) {
+      vmexit_why = "no vmx/svm CPU flag: KVM runs guests in its instruction emulator only, "
+                   "kvm_exit never fires (VMM exits are still seen)";
+    }
+    h.causes.push_back(CauseStatus(ISO_CAUSE_HYPERVISOR_VMEXIT,
+                                   dev_kvm && attached("kvm_exit") && hw_virt, vmexit_why));
+    h.available = sched && (steal_fields || attached("kvm_exit"));
+    h.reason = guest ? "this node is a VM: steal from its vCPUs' steal clock"
+                     : (dev_kvm ? "this node can run VMs (/dev/kvm)" : "");
+    layers.push_back(h);
+
+    LayerStatus pv;
+    pv.layer = "paravirt";
+    std::string blk_why;
+    if (!blk) {
+      blk_why = "block_rq_issue/block_rq_complete not attached";
+    } else if (virtio_disks.empty()) {
+      blk_why = "no virtio-blk disk on this node";
+    }
+    pv.causes.push_back(CauseStatus(ISO_CAUSE_PARAVIRT_VIRTIO_BLK, blk && !virtio_disks.empty(),
+                                    blk_why.empty() ? "disks: " + virtio_disks : blk_why));
+    pv.causes.push_back(CauseStatus(
+        ISO_CAUSE_PARAVIRT_VMM_EXIT, attached("kvm_userspace_exit"),
+        attached("kvm_userspace_exit")
+            ? ""
+            : (dev_kvm ? "kvm:kvm_userspace_exit not attached" : "no /dev/kvm: no VMM here")));
+    pv.available = blk || attached("kvm_userspace_exit");
+    if (!pv.available) pv.reason = "neither block nor KVM tracepoints attached";
+    layers.push_back(pv);
+    // container.io_throttle: blk-throttle's hold-back, seen through the block programs.
+    for (auto& l : layers) {
+      if (l.layer != "container") continue;
+      l.causes.push_back(CauseStatus(ISO_CAUSE_CONTAINER_IO_THROTTLE, blk,
+                                     blk ? "" : "block_rq_* tracepoints not attached"));
+    }
+    out["hypervisor"] = {{"guest", guest},        {"hw_virt", hw_virt},
+                         {"dev_kvm", dev_kvm},    {"steal_clock", steal_fields},
+                         {"kvm_tracepoints", kvm_tp}, {"disks", disks}};
   }
+  layers.push_back({"sandbox", false, "not built yet in this version (planned)"});
   out["layers"] = nlohmann::json::array();
   for (const auto& l : layers) {
     out["layers"].push_back(

@@ -26,6 +26,7 @@
 #include "isoscope/maps.bpf.h"
 #include "isoscope/record.bpf.h"
 #include "isoscope/hook.bpf.h"
+#include "isoscope/attribution.h"
 
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_helpers.h>
@@ -99,17 +100,13 @@ static __always_inline void steal_take(struct iso_thread_totals *st, __u32 tid, 
 				       __u64 clock, __u32 cpu)
 {
 	__u32 open = st->seg_cause;
-	__u64 d, len;
+	__u64 d;
 
-	if (st->steal_cpu != cpu || clock <= st->steal_mark_ns || open >= ISO_THREAD_CAUSES ||
-	    now <= st->seg_start_ns)
+	if (st->steal_cpu != cpu || open >= ISO_THREAD_CAUSES || open == ISO_CAUSE_HYPERVISOR_STEAL)
+		goto out; /* another CPU's clock, or already steal (a vCPU thread waiting) */
+	d = iso_steal_in_segment(st->seg_start_ns, now, st->steal_mark_ns, clock);
+	if (!d)
 		goto out;
-	d = clock - st->steal_mark_ns;
-	len = now - st->seg_start_ns;
-	if (d > len)
-		d = len;
-	if (open == ISO_CAUSE_HYPERVISOR_STEAL)
-		goto out; /* already steal (a vCPU thread waiting) */
 	/* The stolen part of the segment, placed at its end: set_segment closes
 	 * [start, now - d) with the open cause, then [now - d, now) as steal. */
 	end_segment(st, tid, now - d, ISO_CAUSE_HYPERVISOR_STEAL);
@@ -216,29 +213,21 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
  * in a virtio-blk device (issue -> completion) -> paravirt.virtio_blk; the
  * rest stays app.blocked_io.
  */
-#define ISO_BLK_WAKE_WINDOW_NS 1000000ull /* completion -> wake-up, same context */
-
 static __always_inline void split_block_wait(struct iso_thread_totals *st, __u32 tid, __u64 now)
 {
 	__u32 zero = 0;
 	struct iso_blk_done *d = bpf_map_lookup_elem(&blk_done, &zero);
-	__u64 start = st->seg_start_ns;
-	__u64 t;
+	struct iso_blk_parts sp;
 
-	if (!d || !d->complete_ns || d->complete_ns < start || d->complete_ns > now ||
-	    now - d->complete_ns > ISO_BLK_WAKE_WINDOW_NS)
+	if (!d || !iso_blk_split(st->seg_start_ns, now, d, &sp))
 		return;
-	if ((d->flags & ISO_BLK_F_FROM_KTHREAD) && d->first_ns > start) {
-		t = d->first_ns < d->complete_ns ? d->first_ns : d->complete_ns;
+	if (sp.throttle_end > st->seg_start_ns) {
 		st->seg_cause = ISO_CAUSE_CONTAINER_IO_THROTTLE;
-		end_segment(st, tid, t, ISO_CAUSE_APP_BLOCKED_IO);
+		end_segment(st, tid, sp.throttle_end, ISO_CAUSE_APP_BLOCKED_IO);
 	}
-	if (d->flags & ISO_BLK_F_VIRTIO) {
-		t = d->issue_ns > st->seg_start_ns ? d->issue_ns : st->seg_start_ns;
-		if (t < d->complete_ns) {
-			end_segment(st, tid, t, ISO_CAUSE_PARAVIRT_VIRTIO_BLK);
-			end_segment(st, tid, d->complete_ns, ISO_CAUSE_APP_BLOCKED_IO);
-		}
+	if (sp.device_end > sp.device_start) {
+		end_segment(st, tid, sp.device_start, ISO_CAUSE_PARAVIRT_VIRTIO_BLK);
+		end_segment(st, tid, sp.device_end, ISO_CAUSE_APP_BLOCKED_IO);
 	}
 	d->complete_ns = 0;
 	iso_percpu_inc(&stats, ISO_STAT_BLK_SPLITS);

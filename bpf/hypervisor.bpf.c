@@ -113,7 +113,6 @@ static __always_inline void open_exit(struct iso_thread_totals *st, __u32 tid, _
 	st->exit_start_ns = now;
 	st->exit_isa = isa;
 	st->exit_reason = reason;
-	st->vm_exits++;
 	count_exit(st, tid, isa, reason, 0);
 }
 

@@ -33,7 +33,7 @@ VcpuSection BuildVcpuSection(const container::IntervalSample& sample, const Targ
     v.times.guest_s += Seconds(t.ns[ISO_CAUSE_APP_ON_CPU]);
     v.times.vmexit_s += Seconds(t.ns[ISO_CAUSE_HYPERVISOR_VMEXIT]);
     v.times.vmm_exit_s += Seconds(t.ns[ISO_CAUSE_PARAVIRT_VMM_EXIT]);
-    v.times.halted_s += Seconds(t.ns[ISO_CAUSE_APP_BLOCKED_OTHER]);
+    v.times.halted_s += Seconds(t.halted_ns);
     v.times.steal_s += Seconds(t.ns[ISO_CAUSE_HYPERVISOR_STEAL]);
   }
   std::map<std::tuple<std::string_view, std::string_view, std::string_view>, VmExitRow> rows;

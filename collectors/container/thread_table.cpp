@@ -62,6 +62,15 @@ void ThreadTable::Account(const iso_rec_hdr& hdr, const iso_thread_totals& t, bo
   for (std::size_t c = 0; c < gain.size() && lost > 0; ++c) take(c);
   seen.debt = lost;
   d.ns = gain;
+  std::uint64_t halted = t.halted_ns;
+  if (!exited && t.seg_cause == ISO_CAUSE_APP_BLOCKED_OTHER && t.vcpu_state == ISO_VCPU_EXIT &&
+      hdr.ts_ns > t.seg_start_ns) {
+    halted += hdr.ts_ns - t.seg_start_ns;  // asleep in an exit right now
+  }
+  if (halted > seen.halted) {
+    d.halted_ns = std::min(halted - seen.halted, d.ns[ISO_CAUSE_APP_BLOCKED_OTHER]);
+    seen.halted = halted;
+  }
   seen.last_snapshot_ns = hdr.ts_ns;
   if (d.total_ns() > 0 || exited) pending_.threads.push_back(std::move(d));
   if (exited) last_.erase(hdr.tid);

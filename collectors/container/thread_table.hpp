@@ -23,6 +23,7 @@ struct ThreadDelta {
   bool exited = false;
   bool vcpu = false;  // the thread ran KVM_RUN (ISO_TF_VCPU): a VMM's vCPU thread
   std::array<std::uint64_t, ISO_THREAD_CAUSES> ns{};  // per thread-state cause
+  std::uint64_t halted_ns = 0;  // vCPU: of ns[app.blocked_other], asleep in an exit (guest HLT)
 
   std::uint64_t total_ns() const;
 };
@@ -68,6 +69,7 @@ class ThreadTable : public source::RecordSink {
   struct Seen {
     std::array<std::uint64_t, ISO_THREAD_CAUSES> effective{};  // per cause, as last seen
     std::uint64_t debt = 0;  // ns reported before that a later snapshot took back (Account)
+    std::uint64_t halted = 0;
     std::uint64_t last_snapshot_ns = 0;
   };
   // Cumulative time per cause as of `at`, the open segment included.

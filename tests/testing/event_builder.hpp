@@ -56,6 +56,16 @@ class ThreadBuilder {
     t_.seg_start_ns = start_ns;
     return *this;
   }
+  // A vCPU thread of a VMM (ran KVM_RUN).
+  ThreadBuilder& Vcpu() {
+    t_.flags |= ISO_TF_VCPU;
+    return *this;
+  }
+  // Closed time a vCPU spent asleep in an exit (part of app.blocked_other).
+  ThreadBuilder& Halted(std::uint64_t ns) {
+    t_.halted_ns += ns;
+    return *this;
+  }
   Bytes Totals(std::uint64_t ts_ns, std::uint16_t kind = ISO_REC_THREAD_TOTALS) const {
     iso_rec_thread_totals rec{};
     rec.hdr = Header(kind, sizeof(rec), ts_ns, t_.tgid, tid_);
@@ -77,6 +87,30 @@ class ThreadBuilder {
 
 inline Bytes Snapshot(std::uint64_t ts_ns) {
   return ToBytes(Header(ISO_REC_SNAPSHOT, sizeof(iso_rec_hdr), ts_ns));
+}
+
+// Cumulative exits of one reason of a vCPU thread, as the snapshot reads vcpu_exits.
+inline Bytes KvmExits(std::uint32_t tgid, std::uint32_t tid, std::uint32_t isa,
+                      std::uint32_t reason, std::uint64_t count, std::uint64_t ns,
+                      std::uint64_t ts_ns, std::uint64_t cgroup_v2_id = 0) {
+  iso_rec_kvm rec{};
+  rec.hdr = Header(ISO_REC_KVM, sizeof(rec), ts_ns, tgid, tid);
+  rec.hdr.cgroup_v2_id = cgroup_v2_id;
+  rec.isa = isa;
+  rec.reason = reason;
+  rec.count = count;
+  rec.ns = ns;
+  return ToBytes(rec);
+}
+
+// Cumulative steal of one CPU at a snapshot.
+inline Bytes NodeCpu(std::uint32_t cpu, std::uint64_t idle_steal_ns, std::uint64_t kernel_steal_ns,
+                     std::uint64_t ts_ns) {
+  iso_rec_node rec{};
+  rec.hdr = Header(ISO_REC_NODE, sizeof(rec), ts_ns, 0, cpu);
+  rec.idle_steal_ns = idle_steal_ns;
+  rec.kernel_steal_ns = kernel_steal_ns;
+  return ToBytes(rec);
 }
 
 inline Bytes Delay(std::uint32_t tgid, std::uint32_t tid, std::uint32_t cause,

@@ -145,7 +145,7 @@ struct iso_thread_totals {
 	__u64 exit_start_ns;   /* vCPU: when the open exit began (ISO_VCPU_EXIT or _VMM) */
 	__u32 exit_reason;     /* vCPU: its reason (struct iso_rec_kvm.reason) */
 	__u32 exit_isa;        /* vCPU: ISO_KVM_ISA_* of exit_reason */
-	__u64 vm_exits;        /* vCPU: exits seen (kernel exits + userspace exits) */
+	__u64 halted_ns;       /* vCPU: of app.blocked_other, the time asleep in an exit (HLT) */
 	char comm[16];
 };
 

@@ -62,8 +62,12 @@ static __always_inline void set_segment(struct iso_thread_totals *st, __u64 now,
 {
 	__u32 open = st->seg_cause;
 
-	if (open < ISO_THREAD_CAUSES && now > st->seg_start_ns)
+	if (open < ISO_THREAD_CAUSES && now > st->seg_start_ns) {
 		st->cause_ns[open] += now - st->seg_start_ns;
+		/* A vCPU asleep in an exit: the guest halted (HLT until a wake-up). */
+		if (open == ISO_CAUSE_APP_BLOCKED_OTHER && st->vcpu_state == ISO_VCPU_EXIT)
+			st->halted_ns += now - st->seg_start_ns;
+	}
 	st->seg_start_ns = now;
 	st->seg_cause = st->reclaim_depth ? ISO_CAUSE_CONTAINER_MEMORY_RECLAIM : cause;
 }
