@@ -30,10 +30,34 @@ scenarios in tests/vm/guest/scenarios. The assertions are the host tests' verdic
              request match the round-trip excess over the fast NIC (0.7x to 1.3x); the fast
              NIC's trace has network.virtio.queue < 0.10 of the interval (TCG's own
              device-model latency)
+  kvm        nested KVM (the guest's CPU is qemu64,+svm; kvm-amd loaded): tests/workloads/
+             tinyvmm.c, one vCPU on its main thread pinned to CPU 1, makes N = 20 port-I/O
+             exits, each handled in user space with a 5 ms busy wait, then a CPU loop, one
+             loop-end port exit and HLT; it starts only once the agent (--pid) printed its first
+             line. Run a (no competitor, HLT kept in the kernel for 300 ms by an in-kernel
+             irqchip): the vcpus exit rows of kind kernel, reason io, sum to exactly the VMM's
+             own count of I/O exits (N + the loop-end exit), and so do those of kind vmm;
+             paravirt.vmm_exit summed over the run is 0.8x-1.25x the VMM's measured handling
+             time and 0.8x-1.25x N x 5 ms; vcpus halted_s is 0.8x-1.25x the VMM's measured
+             halt; no interval has the verdict hypervisor.steal. Run b (the same, a longer
+             loop, a spinning hog pinned to CPU 1 while the loop runs): the same exit and
+             vmm_exit checks; every undisturbed interval inside the hog's window has the
+             verdict hypervisor.steal with a share within +-0.1 of the vCPU thread's own
+             run-queue wait in that interval (/proc/PID/schedstat run_delay, sampled as each
+             line arrived, divided by the interval: ~0.5 with one equal-weight hog)
+  virtioblk  O_DIRECT 4 KiB random reads (tests/workloads/directread.c) of two virtio-blk
+             disks (run_vm.VIRTIO_DISKS), traced by --pid: the slow disk (QEMU throttling,
+             50 IOPS: ~20 ms a read) has paravirt.virtio_blk seconds per read 0.7x-1.3x the
+             reader's measured mean read latency and that verdict; the fast disk, read every
+             10 ms, has a paravirt.virtio_blk share < 0.2 of each interval; the fast disk read
+             back to back from a cgroup with io.max riops=50 has the verdict
+             container.io_throttle and io_throttle seconds within 20% of the reader's excess
+             wait (its total read time minus reads x the fast run's mean read latency)
 
-The guest boots with both NICs (left down by every scenario but virtio) and the virtio-net
-modules of kernels.txt; a threaded echo server on the host's 127.0.0.1 (run_vm.EchoServer) runs
-while the guest boots, its port on the kernel command line (isoscope.echo_port=).
+The guest boots with both NICs (left down by every scenario but virtio), both disks, the
+virtio-net, virtio-blk and KVM modules of kernels.txt; a threaded echo server on the host's
+127.0.0.1 (run_vm.EchoServer) runs while the guest boots, its port on the kernel command line
+(isoscope.echo_port=).
 
 Emulation on a busy host: the guest runs only when QEMU's threads get host CPU. Now and then the
 VM stalls for seconds; inside the guest, time jumps while nothing ran, which corrupts that one
@@ -41,7 +65,9 @@ interval for the kernel's own accounting as much as for the agent. The agent run
 otherwise idle guest CPU 0, so such a stall shows as a stretched interval (> 1.2 s for 1 s asked).
 Stretched intervals are left out of the assertions (and logged); a scenario with too few
 undisturbed intervals left, or a boot where a CPU failed to come up, is booted again (MAX_BOOTS
-in all). A scenario that fails without those signs fails at once.
+in all). The kvm scenario has one more sign of a stall: the VMM's busy waits (each ends at its
+CLOCK_MONOTONIC deadline) took more than 10% longer in all than N x delay; such a run is booted
+again too. A scenario that fails without those signs fails at once.
 
 Exit 77 (skipped) only when QEMU or the kernel cannot be obtained for a reason outside the
 project: qemu-system-x86_64 not installed, or no way to reach the Debian mirror and no cached
@@ -79,6 +105,13 @@ STRETCH = 0.2  # an interval this much longer than asked: the VM stalled during 
 TRACES = {"throttle.opt": 4, "throttle.tp": 4, "runqueue": 4, "sleeper": 3,
           "identity.pid": 2, "identity.cgroup": 2, "virtio.fast": 4, "virtio.slow": 4}
 VIRTIO = "network.virtio.queue"
+# Causes of the hypervisor and paravirt layers (the kvm and virtioblk scenarios).
+STEAL = "hypervisor.steal"
+VMM_EXIT = "paravirt.vmm_exit"
+VIRTIO_BLK = "paravirt.virtio_blk"
+IO_THROTTLE = "container.io_throttle"
+KVM_EXITS = 20  # KVM_N in tests/vm/guest/scenarios/70-kvm.sh
+KVM_DELAY_S = 0.005  # KVM_DELAY_US
 
 
 def log(msg):
@@ -151,10 +184,106 @@ def usable(results, name):
     return [l for l in trace_lines(results, name)[1:] if not stretched(l)]
 
 
+def json_block(results, name):
+    """The one JSON object a result block holds (a workload's --json line), or None."""
+    for raw in results.get(name, "").splitlines():
+        try:
+            return json.loads(raw)
+        except ValueError:
+            pass
+    return None
+
+
+def number_rows(results, name):
+    """Whitespace-separated integer rows of a result block (rows may be shorter once the
+    sampled process has exited)."""
+    rows = []
+    for raw in results.get(name, "").splitlines():
+        try:
+            rows.append(tuple(int(x) for x in raw.split()))
+        except ValueError:
+            pass
+    return [r for r in rows if r]
+
+
+def hog_window_ms(results, name):
+    """(start, end) uptime ms of the kvm scenario's hog, or None when it did not run."""
+    kv = dict(l.split(None, 1) for l in results.get(f"{name}.hog", "").splitlines() if l.strip())
+    if "start" not in kv or "end" not in kv:
+        return None
+    return int(kv["start"]), int(kv["end"])
+
+
+def steal_intervals(results, name="kvm.b"):
+    """(interval line, expected steal share) for the intervals of run `name` that lie inside
+    the hog's window (and before the guest loop's end), undisturbed.
+
+    The scenario sampled the vCPU thread's /proc/PID/schedstat (run_delay: its time runnable
+    but not running) at the start and as each line arrived, so rows j and j+1 bracket line j
+    (j >= 1). An interval counts when its window [arrival - interval_s, arrival] starts at
+    least 50 ms after the hog started and ends before the hog stopped and before the guest
+    loop ended, the interval is not stretched and the bracket is as long as the interval. The
+    expected share is the bracket's run_delay growth over the bracket's length: what the
+    vCPU thread itself waited for CPU 1 in that interval (the loop never sleeps, so its thread
+    time is the interval)."""
+    lines, rows = trace_lines(results, name), number_rows(results, f"{name}.sched")
+    hog, vmm = hog_window_ms(results, name), json_block(results, f"{name}.vmm")
+    if not hog or not vmm:
+        return []
+    stop_ms = min(hog[1], vmm["t_loop_end"] * 1000)
+    out = []
+    for j in range(1, min(len(lines), len(rows) - 1)):
+        r0, r1, line = rows[j], rows[j + 1], lines[j]
+        if len(r0) < 3 or len(r1) < 3 or stretched(line):
+            continue
+        dt_ms = r1[0] - r0[0]
+        if dt_ms <= 0 or abs(dt_ms / 1000 - line["interval_s"]) > STRETCH:
+            continue
+        start_ms = r1[0] - line["interval_s"] * 1000
+        if start_ms < hog[0] + 50 or r1[0] > stop_ms:
+            continue
+        out.append((line, (r1[2] - r0[2]) / 1e6 / dt_ms))
+    return out
+
+
+def delays_disturbed(vmm):
+    """True when tinyvmm's busy waits (each ends at its deadline on CLOCK_MONOTONIC) took more
+    than 10% longer in all than KVM_EXITS x KVM_DELAY_S: the VM stalled (QEMU's vCPU thread
+    lost the host CPU) during one of them, so N x delay is not what the VMM spent."""
+    nominal = KVM_EXITS * KVM_DELAY_S
+    return bool(vmm) and abs(vmm.get("delay_s", nominal) - nominal) > 0.1 * nominal
+
+
+def reading_intervals(results, name):
+    """The virtioblk run's undisturbed intervals after the first (which ends when the reader
+    is released) in which the reader lived at least 0.2 s."""
+    return [l for l in trace_lines(results, name)[1:]
+            if not stretched(l) and l["thread_seconds"] >= 0.2]
+
+
 def starvation(results, scenario):
     """Reasons to run a scenario again: one of its traces has too few undisturbed intervals
-    (at least min(2, asked - 1) after the first). Empty when the run can be judged."""
+    (at least min(2, asked - 1) after the first; for kvm, two judged steal intervals; for
+    virtioblk, one reading interval per run). Empty when the run can be judged."""
     reasons = []
+    # kvm and virtioblk: only a stall (a stretched interval) is a reason to boot again; too
+    # few intervals without one is the agent's failure, for the test to report.
+    if scenario == "kvm":
+        long = [round(l["interval_s"], 2) for l in trace_lines(results, "kvm.b") if stretched(l)]
+        if long and len(steal_intervals(results)) < 2:
+            reasons.append(f"kvm.b: {len(steal_intervals(results))} undisturbed intervals in the "
+                           f"hog's window (stretched: {long})")
+        for run in ("kvm.a", "kvm.b"):
+            if delays_disturbed(json_block(results, f"{run}.vmm")):
+                reasons.append(f"{run}: the VMM's busy waits took "
+                               f"{json_block(results, f'{run}.vmm')['delay_s']:.4f} s for "
+                               f"{KVM_EXITS} x {KVM_DELAY_S} s (VM stall)")
+    if scenario == "virtioblk":
+        for run in ("virtioblk.slow", "virtioblk.fast", "virtioblk.throttle"):
+            long = [round(l["interval_s"], 2) for l in trace_lines(results, run) if stretched(l)]
+            if long and not reading_intervals(results, run):
+                reasons.append(f"{run}: no undisturbed interval with the reader in it "
+                               f"(stretched: {long})")
     for name, asked in TRACES.items():
         if name.split(".")[0] != scenario or f"{name}.trace" not in results:
             continue
@@ -205,7 +334,7 @@ class VmKernelChecks:
                 vm = run_vm.boot(QEMU, kernel_dir, initrd, scenarios=pending, timeout_s=750,
                                  boot_timeout_s=120, log_path=log_path,
                                  modules=cls.kernel.modules, append=append,
-                                 nics=run_vm.VIRTIO_NICS)
+                                 nics=run_vm.VIRTIO_NICS, disks=run_vm.VIRTIO_DISKS)
             except run_vm.GuestDisturbed as e:
                 log(f"[{cls.kernel.name}] boot {attempt} disturbed: {e}")
                 continue
@@ -474,6 +603,176 @@ class VmKernelChecks:
                         f"slow NIC: {VIRTIO} {per_request_ms:.2f} ms per request vs the round-trip "
                         f"excess {excess_ms:.2f} ms (ratio {ratio:.2f}, want 0.7..1.3)\n{text}")
         self.assertLess(fast_share, 0.10, f"fast NIC: {VIRTIO} share {fast_share:.4f}\n{text}")
+
+
+    # ---- hypervisor and paravirt layers (issue #12) ---------------------------------------
+    def run_lines(self, name):
+        """The agent's interval lines of a run that ends with its target (kvm, virtioblk):
+        exit 0, every line JSON, at least the first interval and one more."""
+        rc = self.block(f"{name}.rc").strip()
+        self.assertEqual(rc, "0", f"isoscope trace ({name}) exited {rc}: "
+                                  f"{self.results.get(f'{name}.stderr', '')}")
+        lines = trace_lines(self.results, name)
+        self.assertEqual(len(lines), len(self.lines(f"{name}.trace")),
+                         f"{name}: lines that are not JSON:\n{self.results[f'{name}.trace']}")
+        self.assertGreaterEqual(len(lines), 2, f"{name}: {len(lines)} interval lines")
+        return lines
+
+    def workload_json(self, name, rc_block, err_block):
+        """A workload's --json line, checked for exit 0."""
+        rc = self.block(rc_block).strip()
+        self.assertEqual(rc, "0", f"{name}: exit {rc}: {self.results.get(err_block, '')}")
+        doc = json_block(self.results, name)
+        self.assertIsNotNone(doc, f"{name}: no JSON: {self.results.get(name)!r} "
+                                  f"{self.results.get(err_block, '')}")
+        return doc
+
+    @staticmethod
+    def describe_vcpus(lines):
+        out = []
+        for i, l in enumerate(lines):
+            v = l.get("vcpus")
+            if not v:
+                out.append(f"  [{i}] no vcpus")
+                continue
+            exits = ", ".join(f"{e.get('kind')}/{e.get('reason')} {e.get('count')} "
+                              f"{e.get('seconds', 0):.4f}s" for e in v.get("exits", []))
+            out.append(f"  [{i}] threads {v.get('threads')} guest {v.get('guest_s', 0):.3f} "
+                       f"vmexit {v.get('vmexit_s', 0):.4f} vmm_exit {v.get('vmm_exit_s', 0):.4f} "
+                       f"halted {v.get('halted_s', 0):.3f} steal {v.get('steal_s', 0):.3f}; "
+                       f"exits: {exits}")
+        return "\n".join(out)
+
+    def check_vmm_run(self, name):
+        """The checks both kvm runs share: exact I/O exit counts by kind, the VMM's userspace
+        handling against tinyvmm's own measurement and against N x delay."""
+        vmm = self.workload_json(f"{name}.vmm", f"{name}.vmmrc", f"{name}.vmmerr")
+        self.assertEqual(vmm["io_exits"], KVM_EXITS, f"tinyvmm itself: {vmm}")
+        # N exits to port 0x10 and the loop-end exit to port 0x11: all KVM_EXIT_IO.
+        io = vmm["exit_reasons"]["io"]
+        lines = self.run_lines(name)
+        text = f"{self.describe(lines)}\nvcpus:\n{self.describe_vcpus(lines)}"
+        with_vcpus = [l for l in lines if l.get("vcpus")]
+        self.assertTrue(with_vcpus, f"{name}: no interval has vcpus (the VMM's vCPU thread was "
+                                    f"not recognised)\n{text}")
+        rows = [e for l in with_vcpus for e in l["vcpus"].get("exits", [])]
+        kernel_io = sum(e["count"] for e in rows if e["kind"] == "kernel" and e["reason"] == "io")
+        vmm_io = sum(e["count"] for e in rows if e["kind"] == "vmm" and e["reason"] == "io")
+        isas = sorted({e.get("isa") for e in rows if e["kind"] == "kernel"})
+        tids = {t.get("tid") for l in with_vcpus for t in l["vcpus"].get("per_thread", [])}
+        agent = sum(seconds(l, VMM_EXIT) for l in lines)
+        by_handling = agent / vmm["vmm_handling_s"]
+        by_delay = agent / (KVM_EXITS * KVM_DELAY_S)
+        log(f"[{self.kernel.name}] {name}: I/O exits kernel {kernel_io}, vmm {vmm_io} (tinyvmm: "
+            f"{io} = {KVM_EXITS} + loop end; isa {isas}); {VMM_EXIT} {agent:.4f} s = "
+            f"{by_handling:.2f}x tinyvmm's handling {vmm['vmm_handling_s']:.4f} s = "
+            f"{by_delay:.2f}x N x delay {KVM_EXITS * KVM_DELAY_S:.3f} s\n{text}")
+        self.assertEqual(kernel_io, io, f"{name}: kernel (kvm_exit) io exits\n{text}")
+        self.assertEqual(vmm_io, io, f"{name}: vmm (kvm_userspace_exit) io exits\n{text}")
+        self.assertEqual(isas, ["svm"], f"{name}: kernel exit rows' isa\n{text}")
+        self.assertIn(vmm["tid"], tids, f"{name}: the vCPU thread is not in per_thread\n{text}")
+        self.assertTrue(0.8 <= by_handling <= 1.25,
+                        f"{name}: {VMM_EXIT} {agent:.4f} s vs tinyvmm's handling "
+                        f"{vmm['vmm_handling_s']:.4f} s (ratio {by_handling:.2f})\n{text}")
+        self.assertTrue(0.8 <= by_delay <= 1.25,
+                        f"{name}: {VMM_EXIT} {agent:.4f} s vs N x delay "
+                        f"{KVM_EXITS * KVM_DELAY_S:.3f} s (ratio {by_delay:.2f}; the VMM's own "
+                        f"delays took {vmm['delay_s']:.4f} s"
+                        + (": a VM stall in every boot" if delays_disturbed(vmm) else "")
+                        + f")\n{text}")
+        return vmm, lines, text
+
+    def test_kvm(self):
+        """Run a: exits, VMM handling and halt of a vCPU with its CPU to itself; no steal."""
+        self.assert_scenario_ok("kvm")
+        vmm, lines, text = self.check_vmm_run("kvm.a")
+        halted = sum(l["vcpus"].get("halted_s", 0) for l in lines if l.get("vcpus"))
+        log(f"[{self.kernel.name}] kvm.a: halted {halted:.3f} s vs tinyvmm's halt "
+            f"{vmm['halt_s']:.3f} s (in-kernel irqchip: {vmm['irqchip']})")
+        self.assertTrue(vmm["irqchip"] and vmm["halt_s"] > 0.2, f"tinyvmm: {vmm}")
+        self.assertTrue(0.8 * vmm["halt_s"] <= halted <= 1.25 * vmm["halt_s"],
+                        f"kvm.a: halted_s {halted:.3f} vs tinyvmm's halt {vmm['halt_s']:.3f}\n"
+                        f"{text}")
+        for l in lines:
+            self.assertNotEqual(l["verdict"]["cause"], STEAL, f"kvm.a, no competitor:\n{text}")
+
+    def test_kvm_steal(self):
+        """Run b: a hog on the vCPU's CPU during the guest loop makes hypervisor.steal the
+        verdict, with the share the vCPU thread's own run-queue wait says (schedstat)."""
+        self.assert_scenario_ok("kvm")
+        vmm, lines, text = self.check_vmm_run("kvm.b")
+        judged = steal_intervals(self.results)
+        hog = hog_window_ms(self.results, "kvm.b")
+        log(f"[{self.kernel.name}] kvm.b: hog {hog} ms, guest loop {vmm['t_loop_start']:.3f}-"
+            f"{vmm['t_loop_end']:.3f} s; judged intervals (agent share vs expected): "
+            + ", ".join(f"{l['verdict']['cause']} {l['verdict']['share']:.3f} vs {e:.3f}"
+                        for l, e in judged))
+        self.assertGreaterEqual(len(judged), 2, f"kvm.b: too few intervals in the hog's window "
+                                                f"({hog}):\n{text}")
+        for l, expected in judged:
+            self.assertEqual(l["verdict"]["cause"], STEAL, f"kvm.b:\n{text}")
+            self.assertAlmostEqual(l["verdict"]["share"], expected, delta=0.1,
+                                   msg=f"kvm.b: expected {expected:.3f}\n{text}")
+
+    def test_virtioblk(self):
+        """paravirt.virtio_blk per read against the reader's own latency (slow disk), and a
+        small share for a mostly idle reader of the fast disk."""
+        self.assert_scenario_ok("virtioblk")
+        disks = self.results.get("virtioblk.disks", "")
+        slow_r = self.workload_json("virtioblk.slow.reader", "virtioblk.slow.readerrc",
+                                    "virtioblk.slow.readerr")
+        fast_r = self.workload_json("virtioblk.fast.reader", "virtioblk.fast.readerrc",
+                                    "virtioblk.fast.readerr")
+        self.assertGreaterEqual(slow_r["mean_s"], max(0.010, 5 * fast_r["mean_s"]),
+                                f"test set-up broken: QEMU's throttling did not slow the slow "
+                                f"disk (slow {slow_r}, fast {fast_r})\n{disks}")
+        slow, fast = self.run_lines("virtioblk.slow"), self.run_lines("virtioblk.fast")
+        text = f"slow:\n{self.describe(slow)}\nfast:\n{self.describe(fast)}"
+        agent = sum(seconds(l, VIRTIO_BLK) for l in slow)
+        per_read = agent / slow_r["reads"]
+        ratio = per_read / slow_r["mean_s"]
+        fast_shares = [seconds(l, VIRTIO_BLK) / l["thread_seconds"]
+                       for l in reading_intervals(self.results, "virtioblk.fast")]
+        fast_per_read = sum(seconds(l, VIRTIO_BLK) for l in fast) / fast_r["reads"]
+        log(f"[{self.kernel.name}] virtioblk: slow disk mean read {slow_r['mean_s'] * 1e3:.2f} ms "
+            f"(p50 {slow_r['p50_s'] * 1e3:.2f}), {VIRTIO_BLK} {per_read * 1e3:.2f} ms per read "
+            f"= {ratio:.2f}x; fast disk mean read {fast_r['mean_s'] * 1e3:.3f} ms, {VIRTIO_BLK} "
+            f"{fast_per_read * 1e3:.3f} ms per read, shares {[round(x, 4) for x in fast_shares]}"
+            f"\n{text}")
+        self.assertTrue(0.7 <= ratio <= 1.3,
+                        f"slow disk: {VIRTIO_BLK} {per_read * 1e3:.2f} ms per read vs the reader's "
+                        f"{slow_r['mean_s'] * 1e3:.2f} ms (ratio {ratio:.2f})\n{text}")
+        for l in reading_intervals(self.results, "virtioblk.slow"):
+            self.assertEqual(l["verdict"]["cause"], VIRTIO_BLK, f"slow disk:\n{text}")
+        self.assertTrue(fast_shares, f"fast disk: no interval with the reader in it\n{text}")
+        for share in fast_shares:
+            self.assertLess(share, 0.2, f"fast disk: {VIRTIO_BLK} share {share:.4f}\n{text}")
+
+    def test_io_throttle(self):
+        """container.io_throttle: the fast disk read from a cgroup with io.max riops=50."""
+        self.assert_scenario_ok("virtioblk")
+        iomax = self.block("virtioblk.iomax")
+        self.assertIn("riops=50", iomax)
+        fast_r = self.workload_json("virtioblk.fast.reader", "virtioblk.fast.readerrc",
+                                    "virtioblk.fast.readerr")
+        thr_r = self.workload_json("virtioblk.throttle.reader", "virtioblk.throttle.readerrc",
+                                   "virtioblk.throttle.readerr")
+        excess = thr_r["total_s"] - thr_r["reads"] * fast_r["mean_s"]
+        self.assertGreater(excess, 0.5 * thr_r["reads"] / 50,
+                           f"test set-up broken: io.max did not slow the reader ({thr_r}, "
+                           f"unthrottled mean {fast_r['mean_s']:.6f} s)\n{iomax}")
+        lines = self.run_lines("virtioblk.throttle")
+        text = self.describe(lines)
+        agent = sum(seconds(l, IO_THROTTLE) for l in lines)
+        log(f"[{self.kernel.name}] io_throttle: reader {thr_r['reads']} reads in "
+            f"{thr_r['total_s']:.3f} s, excess over the unthrottled mean {excess:.3f} s; "
+            f"{IO_THROTTLE} {agent:.3f} s ({agent / excess:.2f}x)\n{iomax}{text}")
+        self.assertLessEqual(abs(agent - excess), 0.2 * excess,
+                             f"{IO_THROTTLE} {agent:.3f} s vs excess {excess:.3f} s\n{text}")
+        judged = reading_intervals(self.results, "virtioblk.throttle")
+        self.assertTrue(judged, f"no interval with the reader in it\n{text}")
+        for l in judged:
+            self.assertEqual(l["verdict"]["cause"], IO_THROTTLE, text)
 
 
 for _k in KERNELS:

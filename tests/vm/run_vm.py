@@ -14,7 +14,8 @@ The pieces, all usable from tests/integration/test_vm_kernels.py and from the co
                      are returned by name. A guest that does not print ISOSCOPE-GUEST-UP within
                      boot_timeout_s, or ends without ISOSCOPE-GUEST-DONE, is an error that
                      quotes the last console lines. With nics=VIRTIO_NICS the guest has two
-                     virtio-net NICs on QEMU's user network (below); without, no network.
+                     virtio-net NICs on QEMU's user network (below); without, no network. With
+                     disks=VIRTIO_DISKS two virtio-blk disks (below); without, none.
   EchoServer         a TCP echo server on the host's 127.0.0.1, which the guest reaches through
                      either NIC at 10.0.2.2:PORT / 10.0.3.2:PORT (QEMU's user network forwards
                      connections to the gateway address to the host's loopback); its port goes
@@ -28,12 +29,29 @@ The two NICs (identified in the guest by MAC address, not by name order):
                      device's queue before the guest driver gets its TX completion (the
                      virtio scenario, tests/vm/guest/scenarios/60-virtio.sh)
 
+The two disks (identified in the guest by /sys/block/vdX/serial, not by name order): raw
+images of DISK_MB MiB each, created sparse in the run's temporary directory and removed with it,
+on virtio-blk-pci with cache=none,aio=threads (QEMU opens them O_DIRECT on the host):
+  isoscope-fast  no limit: a read costs TCG's device-model round trip
+  isoscope-slow  the same with QEMU's own I/O throttling, throttling.iops-total=50: once the
+                 default burst is spent, one 4 KiB read at a time completes every ~20 ms, so
+                 each waits ~20 ms inside the device (the virtioblk scenario,
+                 tests/vm/guest/scenarios/80-virtioblk.sh)
+
+The CPU model is qemu64 with AMD-V (-cpu qemu64,+svm, CPU_MODEL): QEMU emulates SVM, so the
+guest's kvm-amd module gives a working /dev/kvm and real kvm_entry/kvm_exit tracepoints for the
+nested-KVM scenario (tests/vm/guest/scenarios/70-kvm.sh). Without NPT in the model, kvm-amd
+runs its guests with shadow paging (exit reason "PF excp" on the first access); "-cpu max",
+the model used before, has SVM with NPT too (exit reason "npf" instead) and also runs every
+scenario: nothing else needed "max" (--cpu on the command line picks another model).
+
 Command line (from a build tree; everything lands under <build>/vm-cache):
 
   tests/vm/run_vm.py --build build-vm [--kernel debian-cloud-6.1] [--scenarios doctor,throttle]
-                     [--no-nics]
+                     [--no-nics] [--no-disks] [--cpu MODEL] [--show]
 
-(the command line boots with VIRTIO_NICS and an EchoServer unless --no-nics).
+(the command line boots with VIRTIO_NICS and an EchoServer unless --no-nics, and with
+VIRTIO_DISKS unless --no-disks).
 
 Runs need no root and no KVM: QEMU emulates the CPU (the host's /dev/kvm cannot run a Linux
 guest). Cached downloads make later runs offline.
@@ -77,6 +95,48 @@ VIRTIO_NICS = (
     ("user,id=n1,net=10.0.3.0/24",
      f"virtio-net-pci,netdev=n1,mac={SLOW_MAC},tx=timer,x-txtimer=20000000"),
 )
+
+
+# The guest's CPU model: qemu64 plus AMD-V, which QEMU's TCG emulates (nested KVM in the guest).
+CPU_MODEL = "qemu64,+svm"
+
+# The guest's two virtio-blk disks: (serial, extra -drive options) per disk. Each is a sparse
+# raw image of DISK_MB MiB in the boot's temporary directory. The slow one is limited by QEMU's
+# block throttling to 50 requests per second, so once QEMU's small default burst (iops/10) is
+# used up, with one request in flight each takes ~20 ms in the device; the fast one has no
+# limit.
+DISK_MB = 64
+FAST_DISK, SLOW_DISK = "isoscope-fast", "isoscope-slow"
+VIRTIO_DISKS = (
+    (FAST_DISK, ""),
+    (SLOW_DISK, "throttling.iops-total=50"),
+)
+
+
+def _o_direct_ok(path):
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_DIRECT))
+        return True
+    except OSError:
+        return False
+
+
+def disk_args(tmp, disks):
+    """QEMU arguments for `disks` ((serial, extra -drive options) pairs): one sparse raw image
+    per disk in directory tmp, on virtio-blk-pci, cache=none (O_DIRECT on the host; where the
+    temporary directory's file system has no O_DIRECT, e.g. tmpfs, cache=writeback),
+    aio=threads."""
+    args = []
+    for i, (serial, extra) in enumerate(disks):
+        image = os.path.join(tmp, f"disk{i}.img")
+        with open(image, "wb") as f:
+            f.truncate(DISK_MB << 20)
+        cache = "none" if _o_direct_ok(image) else "writeback"
+        drive = f"file={image},format=raw,if=none,id=disk{i},cache={cache},aio=threads"
+        if extra:
+            drive += "," + extra
+        args += ["-drive", drive, "-device", f"virtio-blk-pci,drive=disk{i},serial={serial}"]
+    return args
 
 
 class _EchoHandler(socketserver.BaseRequestHandler):
@@ -329,13 +389,17 @@ def diagnose_hang(sock_path, kernel_dir):
 
 
 def boot(qemu, kernel_dir, initrd, scenarios=None, timeout_s=600, boot_timeout_s=120,
-         idle_timeout_s=180, smp=2, mem_mb=2048, cpu="max", append="", log_path=None,
-         modules=(), nics=()):
+         idle_timeout_s=180, smp=2, mem_mb=2048, cpu=CPU_MODEL, append="", log_path=None,
+         modules=(), nics=(), disks=()):
     """Boots the kernel in kernel_dir with initrd; returns a VmRun or raises VmError.
 
     nics: (netdev, device) QEMU argument pairs, e.g. VIRTIO_NICS; none gives `-net none`. The
     guest needs the NIC's driver (kernels.txt modules=) and leaves the NICs down unless a
     scenario configures them.
+
+    disks: (serial, extra -drive options) pairs, e.g. VIRTIO_DISKS: virtio-blk disks backed by
+    sparse images in a temporary directory (removed when QEMU has ended). The guest needs
+    virtio_blk (kernels.txt modules=).
 
     Limits: the guest must print GUEST_UP within boot_timeout_s, must not stay silent for
     idle_timeout_s (the guest's own scenario watchdog reports a stuck scenario before that),
@@ -355,9 +419,14 @@ def boot(qemu, kernel_dir, initrd, scenarios=None, timeout_s=600, boot_timeout_s
         net = []
         for netdev, device in nics:
             net += ["-netdev", netdev, "-device", device]
+    try:
+        blk = disk_args(tmp, disks)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise VmError(f"cannot create the disk images in {tmp}: {e}") from e
     args = [
         qemu, "-accel", "tcg", "-cpu", cpu, "-m", str(mem_mb), "-smp", str(smp),
-        "-nographic", "-no-reboot", *net,
+        "-nographic", "-no-reboot", *net, *blk,
         "-monitor", f"unix:{sock_path},server=on,wait=off",
         "-kernel", str(Path(kernel_dir) / "vmlinuz"), "-initrd", str(initrd),
         "-append", cmdline,
@@ -449,6 +518,9 @@ def main():
     ap.add_argument("--append", default="", help="extra kernel command line")
     ap.add_argument("--no-nics", action="store_true",
                     help="boot without the two virtio-net NICs and the echo server")
+    ap.add_argument("--no-disks", action="store_true",
+                    help="boot without the two virtio-blk disks")
+    ap.add_argument("--cpu", default=CPU_MODEL, help=f"QEMU CPU model (default {CPU_MODEL})")
     a = ap.parse_args()
     build = Path(a.build).resolve()
     isoscope = Path(os.environ.get("ISOSCOPE_BIN", build / "isoscope"))
@@ -468,7 +540,8 @@ def main():
                        scenarios=a.scenarios.split(",") if a.scenarios else None,
                        timeout_s=a.timeout, log_path=log, modules=k.modules,
                        append=" ".join(x for x in extra if x),
-                       nics=() if echo is None else VIRTIO_NICS)
+                       nics=() if echo is None else VIRTIO_NICS,
+                       disks=() if a.no_disks else VIRTIO_DISKS, cpu=a.cpu)
             print(f"{k.name}: booted in {run.boot_s:.1f} s, done in {run.wall_s:.1f} s, "
                   f"console log {log}")
             for name, text in run.results.items():
