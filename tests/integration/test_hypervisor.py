@@ -42,6 +42,7 @@ Needs root and working BPF (exit 77 otherwise). Runs in ~25 s.
 import fcntl
 import json
 import os
+import shutil
 import subprocess
 import time
 import unittest
@@ -196,7 +197,7 @@ class HypervisorTest(unittest.TestCase):
 
     # ---- a. VMM exits ---------------------------------------------------------------------------
 
-    def run_vmm(self, mode):
+    def run_vmm(self, mode, record=None):
         why = kvm_unavailable()
         if why:
             self.skipTest(f"no KVM virtual machine can run here: {why}")
@@ -222,7 +223,8 @@ class HypervisorTest(unittest.TestCase):
 
             # tinyvmm stays a zombie (not reaped) until communicate(): the trace keeps its pid.
             result = h.trace(["--pid", vmm.pid, "--duration", VMM_TRACE_S,
-                              "--interval", VMM_INTERVAL_S] + extra, on_line=on_line)
+                              "--interval", VMM_INTERVAL_S] + extra
+                             + (["--record", record] if record else []), on_line=on_line)
             out, err = vmm.communicate(timeout=30)
         self.log_lines(f"vmm {mode}", result.lines)
         self.assertEqual(vmm.returncode, 0, f"tinyvmm failed: {err}")
@@ -298,6 +300,7 @@ class HypervisorTest(unittest.TestCase):
                               f"{[line['vcpus'].get('per_thread') for line in vlines]}")
         for row in rows:
             self.assertEqual(row["comm"], "CPU 0/KVM", row)
+        return vmm.pid, lines
         thread_vmm = sum(row["vmm_exit_s"] for row in rows)
         self.assertAlmostEqual(thread_vmm, vmm_exit, delta=0.001 + 0.01 * vmm_exit,
                                msg=f"the only vCPU thread's vmm_exit_s {thread_vmm:.4f} s vs the "
@@ -319,6 +322,25 @@ class HypervisorTest(unittest.TestCase):
 
     def test_a1_vmm_exits_spin(self):
         self.run_vmm("spin")
+
+    def test_a3_record_replay_reproduces_vcpus(self):
+        """A recording of the VMM's trace replays to the same causes, vCPU states and exits."""
+        tmp = h.disk_tempdir("isoscope-hv-rec-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        path = os.path.join(tmp, "vmm.isorec")
+        pid, live = self.run_vmm("spin", record=path)
+        replay = h.run_isoscope(["trace", "--replay", path, "--pid", pid, "--json"])
+        self.assertEqual(replay.returncode, 0, replay.stderr)
+        lines = [json.loads(l) for l in replay.stdout.splitlines() if l.startswith("{")]
+        lines = [l for l in lines if "breakdown" in l and "trace_id" not in l]
+        self.assertEqual(len(lines), len(live), f"replay {len(lines)} intervals, live {len(live)}")
+        for i, (a, b) in enumerate(zip(live, lines)):
+            self.assertEqual({e["cause"]: e["seconds"] for e in a["breakdown"]},
+                             {e["cause"]: e["seconds"] for e in b["breakdown"]}, f"interval {i}")
+            self.assertEqual(a.get("vcpus"), b.get("vcpus"), f"interval {i}")
+            self.assertEqual(a["verdict"], b["verdict"], f"interval {i}")
+        h.log(f"record/replay: {len(lines)} intervals identical, "
+              f"{sum(1 for l in lines if l.get('vcpus'))} with a vcpus section")
 
     def test_a2_vmm_exits_sleep(self):
         self.run_vmm("sleep")
