@@ -96,34 +96,41 @@ static __always_inline void steal_mark(struct iso_thread_totals *st, __u64 clock
 	st->steal_cpu = cpu;
 }
 
-static __always_inline void steal_take(struct iso_thread_totals *st, __u32 tid, __u64 now,
-				       __u64 clock, __u32 cpu)
+/* Charges the open segment's steal; returns it (0: none, or another CPU's clock). */
+static __always_inline __u64 steal_take(struct iso_thread_totals *st, __u32 tid, __u64 now,
+					__u64 clock, __u32 cpu)
 {
 	__u32 open = st->seg_cause;
-	__u64 d;
+	__u64 d = 0;
 
-	if (st->steal_cpu != cpu || open >= ISO_THREAD_CAUSES || open == ISO_CAUSE_HYPERVISOR_STEAL)
-		goto out; /* another CPU's clock, or already steal (a vCPU thread waiting) */
+	if (st->steal_cpu != cpu || open >= ISO_THREAD_CAUSES)
+		goto out; /* another CPU's clock */
 	d = iso_steal_in_segment(st->seg_start_ns, now, st->steal_mark_ns, clock);
-	if (!d)
-		goto out;
+	if (!d || open == ISO_CAUSE_HYPERVISOR_STEAL)
+		goto out; /* none, or already steal (a vCPU thread waiting) */
 	/* The stolen part of the segment, placed at its end: set_segment closes
 	 * [start, now - d) with the open cause, then [now - d, now) as steal. */
 	end_segment(st, tid, now - d, ISO_CAUSE_HYPERVISOR_STEAL);
 out:
 	st->steal_cpu = ISO_NO_CPU;
+	return d;
 }
 
-static __always_inline void idle_steal(bool prev_idle, bool next_idle, __u64 clock)
+/* Steal while the CPU was idle, less `taken`: the part a thread woken onto
+ * this idle CPU waited through (charged to that thread). */
+static __always_inline void idle_steal(bool prev_idle, bool next_idle, __u64 clock, __u64 taken)
 {
 	__u32 zero = 0;
 	struct iso_cpu_state *cs = bpf_map_lookup_elem(&cpu_state, &zero);
+	__u64 d;
 
 	if (!cs)
 		return;
 	cs->steal_clock_ns = clock;
-	if (prev_idle && cs->steal_mark_ns && clock > cs->steal_mark_ns)
-		cs->idle_steal_ns += clock - cs->steal_mark_ns;
+	if (prev_idle && cs->steal_mark_ns && clock > cs->steal_mark_ns) {
+		d = clock - cs->steal_mark_ns;
+		cs->idle_steal_ns += d > taken ? d - taken : 0;
+	}
 	cs->steal_mark_ns = next_idle ? clock : 0;
 }
 
@@ -132,16 +139,15 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 {
 	__u64 now = bpf_ktime_get_boot_ns();
 	struct iso_thread_totals *st;
-	__u64 clock = 0;
+	__u64 clock = 0, taken = 0;
 	__u32 cpu = ISO_NO_CPU;
 	bool have_clock = false;
+	bool prev_idle = ISO_RD(btf, prev, pid) == 0;
+	bool next_idle = ISO_RD(btf, next, pid) == 0;
 	__u32 tid;
 
-	if (track_steal) {
+	if (track_steal)
 		have_clock = iso_steal_clock(prev, btf, &clock, &cpu);
-		if (have_clock)
-			idle_steal(ISO_RD(btf, prev, pid) == 0, ISO_RD(btf, next, pid) == 0, clock);
-	}
 
 	tid = ISO_RD(btf, prev, pid);
 	if (tid) {
@@ -174,15 +180,15 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 	}
 
 	tid = ISO_RD(btf, next, pid);
-	if (!tid)
-		return;
-	st = bpf_map_lookup_elem(&tasks, &tid);
+	st = tid ? bpf_map_lookup_elem(&tasks, &tid) : NULL;
 	if (!st) {
-		if (wanted(next, btf)) {
+		if (tid && wanted(next, btf)) {
 			st = create_state(next, tid, now, ISO_CAUSE_APP_ON_CPU);
 			if (st && have_clock)
 				steal_mark(st, clock, cpu);
 		}
+		if (have_clock)
+			idle_steal(prev_idle, next_idle, clock, 0);
 		return;
 	}
 	st->switches++;
@@ -196,8 +202,15 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 			iso_percpu_inc(&stats, ISO_STAT_THROTTLE_SPLITS);
 		}
 	}
-	if (have_clock)
-		steal_take(st, tid, now, clock, cpu);
+	/* The wait that ends here: its steal is the thread's only when the CPU
+	 * was idle (else the thread that ran meanwhile was charged for it, and
+	 * the node's steal would count twice). */
+	if (have_clock) {
+		if (prev_idle)
+			taken = steal_take(st, tid, now, clock, cpu);
+		st->steal_cpu = ISO_NO_CPU;
+		idle_steal(prev_idle, next_idle, clock, taken);
+	}
 	end_segment(st, tid, now, oncpu_cause(st));
 	if (have_clock)
 		steal_mark(st, clock, cpu);

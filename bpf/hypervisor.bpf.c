@@ -116,6 +116,15 @@ static __always_inline void open_exit(struct iso_thread_totals *st, __u32 tid, _
 	count_exit(st, tid, isa, reason, 0);
 }
 
+/* The thread runs the guest from `now`: the open exit (if any) is handled. */
+static __always_inline void enter_guest(struct iso_thread_totals *st, __u32 tid, __u64 now)
+{
+	close_exit(st, tid, now);
+	st->flags |= ISO_TF_VCPU;
+	st->vcpu_state = ISO_VCPU_GUEST;
+	end_segment(st, tid, now, ISO_CAUSE_APP_ON_CPU);
+}
+
 SEC("tracepoint/kvm/kvm_exit")
 int iso_kvm_exit(struct trace_event_raw_kvm_exit *ctx)
 {
@@ -139,12 +148,8 @@ int iso_kvm_entry(void *ctx)
 	__u64 now = bpf_ktime_get_boot_ns();
 	struct iso_thread_totals *st = vcpu(tid, now);
 
-	if (!st)
-		return 0;
-	close_exit(st, tid, now);
-	st->flags |= ISO_TF_VCPU;
-	st->vcpu_state = ISO_VCPU_GUEST;
-	end_segment(st, tid, now, ISO_CAUSE_APP_ON_CPU);
+	if (st)
+		enter_guest(st, tid, now);
 	return 0;
 }
 
@@ -179,9 +184,6 @@ int iso_kvm_fpu(struct trace_event_raw_kvm_fpu *ctx)
 		return 0;
 	/* KVM_RUN began: the VMM's handling (if any) ends; until an exit says
 	 * otherwise the thread runs the guest. */
-	close_exit(st, tid, now);
-	st->flags |= ISO_TF_VCPU;
-	st->vcpu_state = ISO_VCPU_GUEST;
-	end_segment(st, tid, now, ISO_CAUSE_APP_ON_CPU);
+	enter_guest(st, tid, now);
 	return 0;
 }

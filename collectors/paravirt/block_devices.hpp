@@ -9,7 +9,7 @@
 namespace isoscope::paravirt {
 
 struct BlockDisk {
-  std::string name;         // "vda"
+  std::string name;  // "vda"
   std::uint32_t major = 0;
   std::uint32_t minor = 0;  // of the whole disk
   std::string driver;       // "virtio_blk", "nvme", ... ("" when sysfs does not say)

@@ -789,3 +789,29 @@ def start_span_pipeline(cls, prefix, agent_args):
         os.path.join(cls.tmp, "agent.log"), cls.metrics_port)
     cls.addClassCleanup(cls.agent_log.close)
     cls.addClassCleanup(stop, cls.agent, 30)
+
+
+
+def check_interval_sums(test, lines):
+    """Each interval's causes split its threads' time: the causes (network rows, which overlap
+    them, aside) add up to thread_seconds, and that is at most threads x interval_s (no thread
+    lives longer than the interval: time moved in from another interval would show here)."""
+    for i, line in enumerate(lines, 1):
+        thread_s, cap = line["thread_seconds"], line["threads"] * line["interval_s"]
+        total = sum(b["seconds"] for b in line["breakdown"] if "slice" not in b)
+        test.assertAlmostEqual(total, thread_s, delta=0.01 * thread_s + 0.002,
+                               msg=f"line {i}: causes add up to {total:.4f} s, not the "
+                                   f"interval's {thread_s:.4f} thread-s: {summary(line)}")
+        test.assertLessEqual(thread_s, cap * 1.01 + 0.002,
+                             f"line {i}: {thread_s:.4f} thread-s in an interval of "
+                             f"{line['interval_s']:.4f} s with {line['threads']} thread(s): "
+                             f"{summary(line)}")
+
+
+def close_pipes(proc):
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        if pipe is not None and not pipe.closed:
+            try:
+                pipe.close()
+            except OSError:
+                pass

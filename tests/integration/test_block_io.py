@@ -296,13 +296,6 @@ def setUpModule():
     h.require_bpf()
 
 
-def close_pipes(proc):
-    for pipe in (proc.stdin, proc.stdout, proc.stderr):
-        if pipe is not None and not pipe.closed:
-            try:
-                pipe.close()
-            except OSError:
-                pass
 
 
 def blocked_bounds(m):
@@ -312,20 +305,6 @@ def blocked_bounds(m):
     return max(0.0, m["blocked_s"] - m["steal_s"]), m["blocked_s"]
 
 
-def check_interval_sums(test, lines):
-    """Each interval's causes split its threads' time: the causes (network rows, which overlap
-    them, aside) add up to thread_seconds, and that is at most threads x interval_s (no thread
-    lives longer than the interval: time moved in from another interval would show here)."""
-    for i, line in enumerate(lines, 1):
-        thread_s, cap = line["thread_seconds"], line["threads"] * line["interval_s"]
-        total = sum(b["seconds"] for b in line["breakdown"] if "slice" not in b)
-        test.assertAlmostEqual(total, thread_s, delta=0.01 * thread_s + 0.002,
-                               msg=f"line {i}: causes add up to {total:.4f} s, not the "
-                                   f"interval's {thread_s:.4f} thread-s: {h.summary(line)}")
-        test.assertLessEqual(thread_s, cap * 1.01 + 0.002,
-                             f"line {i}: {thread_s:.4f} thread-s in an interval of "
-                             f"{line['interval_s']:.4f} s with {line['threads']} thread(s): "
-                             f"{h.summary(line)}")
 
 
 def causes_listed(test, lines):
@@ -357,7 +336,7 @@ class BlockIoTest(unittest.TestCase):
              self.disk, READER_CPU],
             cgroups=cgroups, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, bufsize=1)
-        self.addCleanup(close_pipes, reader)
+        self.addCleanup(h.close_pipes, reader)
         ready = h.wait_json_line(reader, "reader", 30)
         self.assertTrue(ready.get("ready"), ready)
         return reader
@@ -451,7 +430,7 @@ class BlockIoTest(unittest.TestCase):
             self.assertLess(virtio, 0.01 * measured,
                             f"paravirt.virtio_blk {virtio:.4f} s for reads of /dev/{self.disk}, "
                             "which is not a virtio-blk disk")
-        check_interval_sums(self, result.lines)
+        h.check_interval_sums(self, result.lines)
 
     # ---- b. throttled: blk-throttle's hold-back ------------------------------------------------
 
@@ -526,7 +505,7 @@ class BlockIoTest(unittest.TestCase):
         if self.virtio:
             self.assertGreater(virtio, 0.0, "every throttled read still went to the virtio-blk "
                                             f"disk /dev/{self.disk}: paravirt.virtio_blk is 0")
-        check_interval_sums(self, result.lines)
+        h.check_interval_sums(self, result.lines)
 
 
 if __name__ == "__main__":

@@ -104,20 +104,6 @@ def trace_has_option(option):
     return option in _help
 
 
-def check_interval_sums(test, lines):
-    """Each interval's causes split its threads' time: the causes (network rows, which overlap
-    them, aside) add up to thread_seconds, and that is at most threads x interval_s (no thread
-    lives longer than the interval: time moved in from another interval would show here)."""
-    for i, line in enumerate(lines, 1):
-        thread_s, cap = line["thread_seconds"], line["threads"] * line["interval_s"]
-        total = sum(b["seconds"] for b in line["breakdown"] if "slice" not in b)
-        test.assertAlmostEqual(total, thread_s, delta=0.01 * thread_s + 0.002,
-                               msg=f"line {i}: causes add up to {total:.4f} s, not the "
-                                   f"interval's {thread_s:.4f} thread-s: {h.summary(line)}")
-        test.assertLessEqual(thread_s, cap * 1.01 + 0.002,
-                             f"line {i}: {thread_s:.4f} thread-s in an interval of "
-                             f"{line['interval_s']:.4f} s with {line['threads']} thread(s): "
-                             f"{h.summary(line)}")
 
 
 def causes_listed(test, lines):
@@ -129,13 +115,6 @@ def causes_listed(test, lines):
                           "agent must always list the issue #12 causes (0 when unmeasured)")
 
 
-def close_pipes(proc):
-    for pipe in (proc.stdin, proc.stdout, proc.stderr):
-        if pipe is not None and not pipe.closed:
-            try:
-                pipe.close()
-            except OSError:
-                pass
 
 
 # ---- /proc/stat ---------------------------------------------------------------------------------
@@ -213,7 +192,7 @@ class HypervisorTest(unittest.TestCase):
                                "--wait-start-fd", 0, "--json"],
                               cgroups=[cg], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
-            self.addCleanup(close_pipes, vmm)
+            self.addCleanup(h.close_pipes, vmm)
 
             def on_line(i, _line):
                 arrivals.append(time.monotonic())
@@ -318,7 +297,7 @@ class HypervisorTest(unittest.TestCase):
         self.assertTrue(dominated, f"no interval where {VMM_EXIT} dominated (>= "
                                    f"{DOMINANT_SHARE:.0%} and the largest non-app cause): "
                                    f"{[h.summary(line) for line in lines]}")
-        check_interval_sums(self, lines)
+        h.check_interval_sums(self, lines)
 
     def test_a1_vmm_exits_spin(self):
         self.run_vmm("spin")
@@ -423,7 +402,7 @@ class HypervisorTest(unittest.TestCase):
         self.assertAlmostEqual(agent_kernel, mine, delta=allowance,
                                msg=f"agent's node.steal_s {agent_kernel:.4f} s vs /proc/stat "
                                    f"{mine:.4f} s over the same window")
-        check_interval_sums(self, result.lines)
+        h.check_interval_sums(self, result.lines)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 // The hypervisor/paravirt layers without a kernel: the attribution arithmetic BPF runs
 // (bpf/include/isoscope/attribution.h), exit reason names, and the collector/correlator path of
 // vCPU exits and node steal from synthetic records in the live format.
-#include <gtest/gtest.h>
-
 #include <span>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "collectors/container/thread_table.hpp"
 #include "collectors/hypervisor/exit_reasons.hpp"
@@ -39,7 +39,7 @@ TEST(StealMath, NeverMoreThanTheSegment) {
 TEST(StealMath, NoAdvanceNoSteal) {
   EXPECT_EQ(iso_steal_in_segment(100 * kMs, 110 * kMs, 7 * kMs, 7 * kMs), 0u);
   EXPECT_EQ(iso_steal_in_segment(100 * kMs, 110 * kMs, 7 * kMs, 6 * kMs), 0u);  // went back
-  EXPECT_EQ(iso_steal_in_segment(110 * kMs, 110 * kMs, 0, 5 * kMs), 0u);       // empty
+  EXPECT_EQ(iso_steal_in_segment(110 * kMs, 110 * kMs, 0, 5 * kMs), 0u);        // empty
 }
 
 // ---- block split: an I/O wait ended by the completion of its request ----
@@ -210,9 +210,8 @@ TEST(NodeSteal, DeltasPerCpuAfterTheBaselineAndThreadsWithoutVcpus) {
   testing::ThreadBuilder vcpu(20, 21);
   vcpu.Vcpu();
   std::vector<Bytes> recs = {testing::NodeCpu(0, 1 * kMs, 100 * kMs, 1000 * kMs),
-                             testing::NodeCpu(1, 0, 200 * kMs, 1000 * kMs),
-                             a.Totals(1000 * kMs), vcpu.Totals(1000 * kMs),
-                             testing::Snapshot(1000 * kMs)};
+                             testing::NodeCpu(1, 0, 200 * kMs, 1000 * kMs), a.Totals(1000 * kMs),
+                             vcpu.Totals(1000 * kMs), testing::Snapshot(1000 * kMs)};
   a.Add(ISO_CAUSE_HYPERVISOR_STEAL, 30 * kMs).Add(ISO_CAUSE_APP_ON_CPU, 970 * kMs);
   vcpu.Add(ISO_CAUSE_HYPERVISOR_STEAL, 500 * kMs).Add(ISO_CAUSE_APP_ON_CPU, 500 * kMs);
   for (const Bytes& r : {testing::NodeCpu(0, 11 * kMs, 140 * kMs, 2000 * kMs),
@@ -268,9 +267,10 @@ TEST(ProcStatSteal, ReadsTheStealColumnPerCpu) {
   {
     std::FILE* f = std::fopen(path.c_str(), "w");
     ASSERT_NE(f, nullptr);
-    std::fputs("cpu  10 0 10 100 0 0 0 9 0 0\ncpu0 5 0 5 50 0 0 0 4 0 0\n"
-               "cpu1 5 0 5 50 0 0 0 5 0 0\nintr 1 2 3\n",
-               f);
+    std::fputs(
+        "cpu  10 0 10 100 0 0 0 9 0 0\ncpu0 5 0 5 50 0 0 0 4 0 0\n"
+        "cpu1 5 0 5 50 0 0 0 5 0 0\nintr 1 2 3\n",
+        f);
     std::fclose(f);
   }
   const auto steal = hypervisor::ReadProcStatSteal(path);

@@ -107,15 +107,7 @@ run_vmm() {
   touch "/tmp/$name.trace"
   # The agent failed or ended before the VMM did: release and end the VMM anyway.
   [ -e "/tmp/$name.released" ] || echo go >"/tmp/$name.go"
-  i=0
-  while kill -0 $pid 2>/dev/null && [ $i -lt 100 ]; do
-    sleep 0.1
-    i=$((i + 1))
-  done
-  kill $pid 2>/dev/null || true
-  rc=0
-  wait $pid || rc=$?
-  echo $rc >"/tmp/$name.vmmrc"
+  reap_bounded $pid "/tmp/$name.vmmrc"
   if [ "$hog" = hog ]; then
     i=0
     while ! grep -q -e '^end' -e '^none' "/tmp/$name.hog" 2>/dev/null && [ $i -lt 100 ]; do

@@ -59,15 +59,7 @@ traced() {
     done
   touch "/tmp/$name.trace"
   [ -e "/tmp/$name.released" ] || echo go >"/tmp/$name.go"
-  i=0
-  while kill -0 $pid 2>/dev/null && [ $i -lt 100 ]; do
-    sleep 0.1
-    i=$((i + 1))
-  done
-  kill $pid 2>/dev/null || true
-  rc=0
-  wait $pid || rc=$?
-  echo $rc >"/tmp/$name.readerrc"
+  reap_bounded $pid "/tmp/$name.readerrc"
 }
 
 emit_run() {

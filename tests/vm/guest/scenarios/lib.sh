@@ -102,3 +102,16 @@ watchdog() {
   done
   return 0
 }
+
+# reap_bounded PID RCFILE: waits up to 10 s for the workload PID (a child of this shell) to end,
+# kills it after that, and writes its exit status to RCFILE.
+reap_bounded() {
+  local pid=$1 out=$2 i=0 rc=0
+  while kill -0 $pid 2>/dev/null && [ $i -lt 100 ]; do
+    sleep 0.1
+    i=$((i + 1))
+  done
+  kill $pid 2>/dev/null || true
+  wait $pid || rc=$?
+  echo $rc >"$out"
+}
