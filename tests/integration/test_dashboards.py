@@ -23,6 +23,18 @@ Scenarios, one after the other, PHASE_S seconds each (ISOSCOPE_DASH_PHASE_S):
              32 KiB bodies back to back, through a tbf (rate 20 mbit, a short queue limit) on the
              server veth's host end: the requests queue there (network.pod.queue) and the queue
              overflows now and then (qdisc drops, hence TCP retransmissions).
+  hypervisor - tinyvmm (build/workloads, a tiny VMM against /dev/kvm, comm "CPU 0/KVM") run over
+             and over in a cpu cgroup, each run VMM_EXITS port-I/O exits that it handles in user
+             space with a VMM_DELAY_US sleep, then a short guest loop and HLT (kernel truth: its
+             own count of KVM_RUN returns by reason and its own time between a return and the
+             next KVM_RUN, summed over the runs);
+           - at the same time, two O_DIRECT readers of a file under /var/tmp (test_block_io.py
+             --reader, each pinned to a CPU): one in a plain cpu cgroup (its requests go to this
+             VM's virtio-blk disk), one also in a blk-throttle cgroup limited to THROTTLE_IOPS
+             read IOPS (v1 blkio.throttle.read_iops_device here, v2 io.max on a pure v2 host).
+             Kernel truth: each reader's read time and its own schedstat over its read loop.
+  Node steal (/proc/stat, sampled twice a second over the whole run) is whatever the host takes:
+  often none on this machine.
 
 Template variables: every query variable's label_values() is evaluated (series selector sent as
 match[] to /api/v1/label/<label>/values over the run, like Grafana's Prometheus data source), with
@@ -37,7 +49,8 @@ source's scrape interval set to 1 s; $__interval = the step; $__range*), the var
 (allValue `.*`, which matches the empty names) or one value (regex-escaped as Grafana does), run as
 a range query over the scenario's window (its first WARMUP_S seconds left out). Asserted per panel:
   - with every variable "All", at least one series with a non-zero value in the scenario it is
-    for (container and request panels: cpu; network panels: network; health panels: both);
+    for (container and request panels: cpu; network panels: network; VMM and block panels:
+    hypervisor; health and steal panels: each of the three);
   - panels filtered by workload: the same with Cgroup set to the scenario's cgroup, and no series
     at all with a Namespace or a Pod that does not exist (the filter is in the query);
   - two-sided where the kernel knows the truth: "Throttle seconds/s" for the throttled cgroup within
@@ -45,11 +58,26 @@ a range query over the scenario's window (its first WARMUP_S seconds left out). 
     cgroup within a factor RATIO of their schedstat run_delay rate (both over the same steps and
     rate windows); "Share of thread time by cause" sums to 1 (0.9 .. 1.1) for that cgroup;
     "Drops/s by reason" has a drop reason whose increase is within a factor RATIO of the drops
-    tc counted on the tbf; "BPF ns per event" between 1 ns and 1 ms.
+    tc counted on the tbf; "BPF ns per event" between 1 ns and 1 ms;
+  - hypervisor and paravirt panels, integrated over the scenario for the VMM's cgroup: "VM
+    exits/s by reason" gives (vmm, io) and (vmm, hlt) within a factor RATIO of the exits tinyvmm
+    counted; "vCPU seconds/s by state" gives vmm_exit within RATIO of tinyvmm's own handling
+    time, guest > 0, and all states within RATIO of the runs' wall time; "Block I/O wait
+    seconds/s by cause", per reader's cgroup: its three causes add up to the reader's
+    kernel-counted blocked time (within RATIO); unthrottled, paravirt.virtio_blk is at least half
+    of it on a virtio-blk disk and io_throttle under 5%; throttled, container.io_throttle is the
+    largest cause and within RATIO of the reader's excess wait (read time minus reads x the
+    unthrottled reader's mean read time); "Steal seconds/s per CPU" integrated over the run is
+    within RATIO of /proc/stat's steal (plus tick allowances) when the run had >= STEAL_MIN_S
+    of steal, and never above it; "Steal seconds/s attributed" never above the per-CPU panel.
+    The steal panels need a non-zero series only when the scenario had >= STEAL_MIN_S of steal;
+    the VMM panels are skipped (with the reason) where tinyvmm cannot create a VM.
 
-Everything started (Prometheus, agent, node processes, workloads) is stopped, the cgroups and the
-network namespaces are removed, also on failure. Needs root, BPF, netns/veth/bridge/tc and
-Prometheus; exits 77 when one of them is unavailable. The npm packages come from
+Everything started (Prometheus, agent, node processes, workloads) is stopped, the cgroups (the
+blk-throttle one too) and the network namespaces are removed and the readers' file is deleted,
+also on failure. Needs root, BPF, netns/veth/bridge/tc and Prometheus; exits 77 when one of them
+is unavailable. A missing blk-throttle fails the throttled reader's checks with the reason; no
+usable /dev/kvm skips the VMM's. The npm packages come from
 ISOSCOPE_OTLP_NODE_DIR, or are installed into <build>/otlp-node by tests/otlp/node_env.py.
 """
 
@@ -77,6 +105,7 @@ sys.path.insert(0, str(HERE.parent / "otlp"))
 
 import isoscope_harness as h  # noqa: E402
 import netns_topology as nt  # noqa: E402
+import test_block_io as bio  # noqa: E402  (the O_DIRECT reader, its file, blk-throttle)
 
 REPO = HERE.parents[1]
 DASHBOARD = REPO / "deploy" / "dashboards" / "isoscope.json"
@@ -96,8 +125,17 @@ BODY, CONC = 32768, 4
 TBF = dict(rate="20mbit", burst="100kb",
            limit=os.environ.get("ISOSCOPE_DASH_TBF_LIMIT", "100kb"))
 NO_SUCH = "isoscope-no-such-name"
+# The VMM: each run VMM_EXITS port-I/O exits handled with a VMM_DELAY_US sleep (~0.5 s a run).
+VMM_EXITS, VMM_DELAY_US, VMM_GUEST_LOOPS = 400, 1000, 30000
+THROTTLE_IOPS = 40
+READS_MAX = 1000000  # per reader; each reads until the scenario's end (PHASE_S) first
+STEAL_MIN_S = 0.050  # less node steal in a window: "no steal here", only upper bounds checked
+LAG_S = 2  # from an event to its sample in Prometheus: the agent's interval, then a scrape
+RATE_S = max(STEP_S + SCRAPE_S, 4 * SCRAPE_S)  # $__rate_interval
+USER_HZ = os.sysconf("SC_CLK_TCK")
+NCPU = os.cpu_count() or 1
 
-CPU, NETWORK, ALWAYS = "cpu", "network", "always"
+CPU, NETWORK, HYPERVISOR, ALWAYS = "cpu", "network", "hypervisor", "always"
 # The scenario each panel is for (by title), and the test cgroup it is checked with.
 PANELS = {
     "Share of thread time by cause": (CPU, "throttle"),
@@ -113,7 +151,15 @@ PANELS = {
     "Span verdicts/s by layer and cause": (CPU, "http"),
     "p99 per-request delay by cause": (CPU, "http"),
     "Spans enriched by binding": (CPU, None),
+    "vCPU seconds/s by state": (HYPERVISOR, "vmm"),
+    "VM exits/s by reason": (HYPERVISOR, "vmm"),
+    "Steal seconds/s per CPU": (ALWAYS, None),
+    "Steal seconds/s attributed": (ALWAYS, None),
+    "Block I/O wait seconds/s by cause": (HYPERVISOR, "blk"),
 }
+# Panels with data only where tinyvmm can run a VM, and only where the host steals.
+VMM_PANELS = ("vCPU seconds/s by state", "VM exits/s by reason")
+STEAL_PANELS = ("Steal seconds/s per CPU", "Steal seconds/s attributed")
 WORKLOAD_VARS = ("namespace", "pod", "pod_uid", "cgroup")
 
 
@@ -293,6 +339,16 @@ def run_delay_ns(pid):
     return total
 
 
+def proc_stat_steal_s():
+    """The kernel's steal of all CPUs so far, in seconds (/proc/stat, USER_HZ ticks)."""
+    with open("/proc/stat", encoding="ascii") as f:
+        for line in f:
+            fields = line.split()
+            if fields and fields[0] == "cpu":
+                return int(fields[8]) / USER_HZ
+    raise ValueError("no cpu line in /proc/stat")
+
+
 class Sampler:
     """Samples {name: fn()} with time.time() every `period` s in a thread, until stopped."""
 
@@ -378,15 +434,16 @@ class Dashboards(unittest.TestCase):
         cls.addClassCleanup(cls.topo.close)
 
         cls.cg = {}
-        for name in ("tools", "throttle", "runqueue", "http", "net"):
+        for name in ("tools", "throttle", "runqueue", "http", "net", "vmm", "blk"):
             cg = h.cgroup("cpu")
             cls.addClassCleanup(cg.destroy)
             atexit.register(_destroy_quietly, cg)
             cls.cg[name] = cg
-        for name in ("tools", "throttle", "http", "net"):
+        for name in ("tools", "throttle", "http", "net", "vmm"):
             cls.cg[name].set_cpu_weight_max()
         cls.cg["throttle"].set_cpu_quota(QUOTA_US, PERIOD_US)
         cls.cg["http"].set_cpu_quota(QUOTA_US, PERIOD_US)
+        cls.setup_hypervisor()
 
         cls.metrics_port, cls.otlp_port = h.free_port(), h.free_port()
         cls.endpoint = f"{cls.topo.bridge_ip}:{cls.otlp_port}"
@@ -406,14 +463,21 @@ class Dashboards(unittest.TestCase):
         cls.windows = {}
         cls.facts = {}
         start = time.time()
-        t = time.monotonic()
-        cls.run_cpu()
-        cls.timings["cpu"] = time.monotonic() - t
-        t = time.monotonic()
-        cls.run_network()
-        cls.timings["network"] = time.monotonic() - t
-        time.sleep(2 * SCRAPE_S + 1)  # the last intervals reach /metrics and are scraped
-        cls.run_range = (start, time.time())
+        cls.steal = Sampler({"steal": proc_stat_steal_s})
+        try:
+            t = time.monotonic()
+            cls.run_cpu()
+            cls.timings["cpu"] = time.monotonic() - t
+            t = time.monotonic()
+            cls.run_network()
+            cls.timings["network"] = time.monotonic() - t
+            t = time.monotonic()
+            cls.run_hypervisor()
+            cls.timings["hypervisor"] = time.monotonic() - t
+            time.sleep(2 * SCRAPE_S + 1)  # the last intervals reach /metrics and are scraped
+            cls.run_range = (start, time.time())
+        finally:
+            cls.steal.stop()
         with urllib.request.urlopen(f"http://{cls.instance}/metrics", timeout=10) as r:
             cls.scrape = r.read().decode("utf-8", "replace")
         h.log(f"prometheus targets: {cls.prom.targets_up()}")
@@ -537,6 +601,104 @@ class Dashboards(unittest.TestCase):
         h.log(f"[network] {end - start:.1f} s, {len(runs)} client runs {runs[:3]}...; "
               f"tbf drops {drops}")
 
+    # ---- scenario hypervisor: a VMM's exits, O_DIRECT readers (one throttled) -----------------
+    @classmethod
+    def setup_hypervisor(cls):
+        """Whether tinyvmm can run a VM here; the readers' file, its disk, the blk-throttle."""
+        probe = subprocess.run([h.workload("tinyvmm"), "--exits", "1", "--delay-us", "0",
+                                "--guest-loops", "10", "--json"],
+                               capture_output=True, text=True, timeout=60, check=False)
+        cls.kvm_why = None if probe.returncode == 0 else (
+            f"tinyvmm cannot run a VM here (exit {probe.returncode}): "
+            f"{probe.stderr.strip()[-300:]}")
+        cls.blk_dir = h.disk_tempdir("isoscope-dash-")
+        cls.addClassCleanup(shutil.rmtree, cls.blk_dir, True)
+        cls.blk_file = bio.make_file(cls.blk_dir)
+        cls.disk, cls.dev, cls.virtio = bio.disk_of(cls.blk_file)
+        h.log(f"readers' file {cls.blk_file} on /dev/{cls.disk} ({cls.dev}), virtio-blk: "
+              f"{cls.virtio}; VMM: {cls.kvm_why or 'tinyvmm runs VMs here'}")
+        cls.throttle_why, cls.throttle_cgroups = None, None
+        try:
+            throttle = bio.Throttle(cls.dev, THROTTLE_IOPS)
+        except RuntimeError as e:
+            cls.throttle_why = str(e)
+            return
+        cls.addClassCleanup(throttle.cg.destroy)
+        atexit.register(_destroy_quietly, throttle.cg)
+        if throttle.cg.version == 1:
+            # v1 blkio: the workload is named by its cpu cgroup, as every other one here.
+            cg = h.cgroup("cpu")
+            cls.addClassCleanup(cg.destroy)
+            atexit.register(_destroy_quietly, cg)
+            cls.cg["iothrottle"] = cg
+            cls.throttle_cgroups = [cg, throttle.cg]
+        else:
+            # v2: one cgroup per process, io.max on it names the workload too.
+            cls.cg["iothrottle"] = throttle.cg
+            cls.throttle_cgroups = [throttle.cg]
+        cls.throttle = throttle
+
+    @classmethod
+    def start_reader(cls, name, cgroups, cpu, seed):
+        reader = cls.procs.start(
+            [sys.executable, os.path.abspath(bio.__file__), "--reader", cls.blk_file, READS_MAX,
+             PHASE_S, seed, cls.disk, cpu],
+            cgroups=cgroups, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, bufsize=1)
+        ready = h.wait_json_line(reader, f"reader {name}", 30)
+        if not ready.get("ready"):
+            raise RuntimeError(f"reader {name} did not start: {ready}")
+        return reader
+
+    @classmethod
+    def run_hypervisor(cls):
+        h.log("---- scenario hypervisor")
+        cpus = sorted(os.sched_getaffinity(0))
+        readers = {"blk": cls.start_reader("blk", [cls.cg["blk"]], cpus[-1], 1)}
+        if cls.throttle_cgroups:
+            readers["iothrottle"] = cls.start_reader("iothrottle", cls.throttle_cgroups,
+                                                     cpus[0], 2)
+        runs, failures = [], []
+        start = time.time()
+        try:
+            for reader in readers.values():
+                reader.stdin.write("go\n")
+                reader.stdin.flush()
+            deadline = time.monotonic() + PHASE_S
+            # The VMM, run after run in its cgroup until the phase ends (each run is a new VM).
+            while cls.kvm_why is None and time.monotonic() < deadline:
+                vmm = cls.procs.start(
+                    ["tinyvmm", "--exits", VMM_EXITS, "--delay-us", VMM_DELAY_US,
+                     "--delay-mode", "sleep", "--guest-loops", VMM_GUEST_LOOPS, "--json"],
+                    cgroups=[cls.cg["vmm"]], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    text=True)
+                try:
+                    out, err = vmm.communicate(timeout=60)
+                finally:
+                    h.stop(vmm, 1)
+                if vmm.returncode == 0:
+                    runs.append(json.loads(out))
+                else:
+                    failures.append((vmm.returncode, err.strip()[-300:]))
+            time.sleep(max(0.0, deadline - time.monotonic()))
+            measured = {name: h.wait_json_line(reader, f"reader {name} (measurements)", 60)
+                        for name, reader in readers.items()}
+        finally:
+            end = time.time()
+            for reader in readers.values():
+                h.close_pipes(reader)
+                h.stop(reader, 5)
+        cls.windows[HYPERVISOR] = (start, end)
+        cls.facts["hypervisor"] = {"runs": runs, "failures": failures, "readers": measured}
+        io = sum(r["exit_reasons"].get("io", 0) for r in runs)
+        handling = sum(r["vmm_handling_s"] for r in runs)
+        h.log(f"[hypervisor] {end - start:.1f} s; tinyvmm {len(runs)} runs ({len(failures)} "
+              f"failed {failures[:2]}), {io} io exits, VMM handling {handling:.3f} s, wall "
+              f"{sum(r['wall_s'] for r in runs):.3f} s; readers "
+              + "; ".join(f"{n}: {m['reads']} reads in {m['loop_s']:.2f} s, read time "
+                          f"{m['total_s']:.3f} s, blocked {m['blocked_s']:.3f} s"
+                          for n, m in measured.items()))
+
     @classmethod
     def qdisc_drops(cls):
         return sum(int(q.get("drops", 0)) for q in cls.topo.qdisc_stats("server_host")
@@ -588,7 +750,37 @@ class Dashboards(unittest.TestCase):
 
     def scenarios_of(self, title):
         scenario, _ = PANELS[title]
-        return [CPU, NETWORK] if scenario == ALWAYS else [scenario]
+        return [CPU, NETWORK, HYPERVISOR] if scenario == ALWAYS else [scenario]
+
+    def integrate(self, panel, start, end, selection=None, key=lambda labels: labels):
+        """{key(labels): the panel's per-second values summed over [start, end] (steps of STEP_S)
+        times STEP_S} per target refId: a counter's increase over the time its samples came in,
+        each step's rate window overlapping the next (as test_41 does for drops)."""
+        out = {}
+        for target in panel["targets"]:
+            expr = interpolate(target["expr"], self.variables, selection or {}, end - start)
+            per = out.setdefault(target.get("refId", "A"), {})
+            for labels, vals in self.prom.query_range(expr, start, end):
+                k = key(labels)
+                per[k] = per.get(k, 0.0) + sum(v for _, v in vals if math.isfinite(v)) * STEP_S
+        return out
+
+    def scenario_span(self, scenario):
+        """[start, end] to integrate a scenario's counters over: from its start to when its last
+        increments have been scraped and have left the rate windows."""
+        start, end = self.windows[scenario]
+        end += LAG_S + RATE_S + 2
+        time.sleep(max(0.0, end + SCRAPE_S - time.time()))  # (only if the tests ran that fast)
+        return start, end
+
+    def kernel_steal(self, start, end):
+        """/proc/stat steal of all CPUs between two unix times (the sampler's run)."""
+        a, b = self.steal.at("steal", start), self.steal.at("steal", end)
+        if a is None:
+            a = self.steal.samples[0][1]["steal"]
+        if b is None:
+            b = self.steal.samples[-1][1]["steal"]
+        return b - a
 
     def describe_series(self, result):
         return {ref: [(labels, round(self.mean(vals), 6)) for labels, vals in series][:12]
@@ -622,7 +814,8 @@ class Dashboards(unittest.TestCase):
             self.assertIn(secondary, names)
         # Every workload-labelled family is filtered by name; the node-wide ones cannot be.
         node_wide = ("isoscope_verdicts_total", "isoscope_records_", "isoscope_bpf_program_",
-                     "isoscope_net_drops_total", "isoscope_spans_enriched_total")
+                     "isoscope_net_drops_total", "isoscope_spans_enriched_total",
+                     "isoscope_cpu_steal_seconds_total", "isoscope_steal_attributed_seconds_total")
         for p in self.panels():
             with self.subTest(panel=p["title"]):
                 exprs = " ".join(t["expr"] for t in p["targets"])
@@ -648,8 +841,12 @@ class Dashboards(unittest.TestCase):
     def test_12_variable_cgroup(self):
         got = self.variable_values("cgroup")
         h.log(f"variable cgroup: {len(got)} values, e.g. {got[:8]}")
-        for name in ("throttle", "runqueue", "http", "net"):
+        for name in ("throttle", "runqueue", "http", "net", "vmm", "blk", "iothrottle"):
             with self.subTest(cgroup=name):
+                if name == "vmm" and self.kvm_why:
+                    self.skipTest(self.kvm_why)
+                if name == "iothrottle" and self.throttle_why:
+                    self.fail(f"no throttled reader: {self.throttle_why}")
                 self.assertIn(self.cg[name].relative, got)
         self.assertEqual(self.variable_values("cgroup", {"namespace": [NO_SUCH]}), [])
         self.assertEqual(self.variable_values("cgroup", {"pod": [NO_SUCH]}), [])
@@ -663,12 +860,24 @@ class Dashboards(unittest.TestCase):
             title = p["title"]
             for scenario in self.scenarios_of(title):
                 with self.subTest(panel=title, scenario=scenario):
+                    if title in VMM_PANELS and self.kvm_why:
+                        self.skipTest(self.kvm_why)
                     result = self.evaluate(p, scenario)
                     hits = [s for series in result.values() for s in self.nonzero(series)]
                     best = max((self.mean(v) for _, v in hits), default=0.0)
                     self.results.setdefault(title, {})[scenario] = (len(hits), best)
                     h.log(f"panel {title!r} [{scenario}]: {len(hits)} non-zero series, "
                           f"largest mean {best:.6g}")
+                    if title in STEAL_PANELS:
+                        start, end = self.window(scenario)
+                        stolen = self.kernel_steal(start - LAG_S, end - LAG_S)
+                        if stolen < STEAL_MIN_S:
+                            # Nothing to show but the series: steal is the host's to give.
+                            h.log(f"panel {title!r} [{scenario}]: no steal in this window "
+                                  f"(/proc/stat {stolen:.3f} s)")
+                            self.assertTrue([s for series in result.values() for s in series],
+                                            f"{title}: no series at all during {scenario}")
+                            continue
                     self.assertTrue(hits, f"{title}: no non-zero series during {scenario}: "
                                           f"{self.describe_series(result)}")
 
@@ -679,6 +888,8 @@ class Dashboards(unittest.TestCase):
             if cg is None:
                 continue
             with self.subTest(panel=title):
+                if title in VMM_PANELS and self.kvm_why:
+                    self.skipTest(self.kvm_why)
                 self.assertTrue(self.filtered(p), p["targets"])
                 ours = self.evaluate(p, scenario, {"cgroup": [self.cg[cg].relative]})
                 hits = [s for series in ours.values() for s in self.nonzero(series)]
@@ -818,6 +1029,144 @@ class Dashboards(unittest.TestCase):
         self.assertTrue(finite, means)
         for prog, ns in finite.items():
             self.assertTrue(1 <= ns <= 1e6, f"{prog}: {ns} ns per run")
+
+    # ---- hypervisor and paravirt --------------------------------------------------------------
+    def vmm_runs(self):
+        if self.kvm_why:
+            self.skipTest(self.kvm_why)
+        fact = self.facts["hypervisor"]
+        self.assertFalse(fact["failures"], f"tinyvmm failed: {fact['failures']}")
+        self.assertGreater(len(fact["runs"]), 5, fact["runs"])
+        return fact["runs"]
+
+    def test_60_vm_exits_match_the_vmm(self):
+        runs = self.vmm_runs()
+        truth = {}
+        for run in runs:
+            for reason, n in run["exit_reasons"].items():
+                truth[reason.lower()] = truth.get(reason.lower(), 0) + n
+        got = self.integrate(self.panel("VM exits/s by reason"),
+                             *self.scenario_span(HYPERVISOR),
+                             {"cgroup": [self.cg["vmm"].relative]},
+                             key=lambda l: (l.get("kind"), l.get("reason")))["A"]
+        h.log(f"VM exits: the panel integrated over the scenario "
+              f"{ {k: round(v) for k, v in got.items()} }; tinyvmm counted {truth} in "
+              f"{len(runs)} runs")
+        # Under KVM's emulator (this host) every exit is a VMM one; under hardware virtualization
+        # each port exit is also a kernel one (kind kernel, reason io), counted first.
+        for reason in ("io", "hlt"):
+            with self.subTest(reason=reason):
+                panel = got.get(("vmm", reason), 0.0)
+                self.assertGreater(panel, truth[reason] / RATIO, got)
+                self.assertLess(panel, truth[reason] * RATIO, got)
+        vmm_total = sum(v for (kind, _), v in got.items() if kind == "vmm")
+        self.assertLess(vmm_total, sum(truth.values()) * RATIO, got)
+
+    def test_61_vcpu_states_match_the_vmm(self):
+        runs = self.vmm_runs()
+        handling = sum(r["vmm_handling_s"] for r in runs)
+        wall = sum(r["wall_s"] for r in runs)
+        got = self.integrate(self.panel("vCPU seconds/s by state"),
+                             *self.scenario_span(HYPERVISOR),
+                             {"cgroup": [self.cg["vmm"].relative]},
+                             key=lambda l: l.get("state"))["A"]
+        total = sum(got.values())
+        h.log(f"vCPU states: the panel integrated over the scenario "
+              f"{ {k: round(v, 3) for k, v in got.items()} } (all {total:.3f} s); tinyvmm "
+              f"handled exits for {handling:.3f} s, its vCPU ran {wall:.3f} s in {len(runs)} runs")
+        vmm_exit = got.get("vmm_exit", 0.0)
+        self.assertGreater(vmm_exit, handling / RATIO, got)
+        self.assertLess(vmm_exit, handling * RATIO, got)
+        self.assertGreater(got.get("guest", 0.0), 0.0, got)
+        self.assertGreater(total, wall / RATIO, got)
+        self.assertLess(total, wall * RATIO, got)
+        # One vCPU thread at a time: the stack never stands much above one vCPU.
+        series = self.evaluate(self.panel("vCPU seconds/s by state"), HYPERVISOR,
+                               {"cgroup": [self.cg["vmm"].relative]})["A"]
+        steps = {}
+        for _, vals in series:
+            for t, v in vals:
+                if math.isfinite(v):
+                    steps[t] = steps.get(t, 0.0) + v
+        self.assertTrue(steps)
+        self.assertLess(max(steps.values()), 1.2, sorted(steps.items())[:10])
+
+    def block_split(self, name):
+        """The mean over the scenario of each cause of "Block I/O wait seconds/s by cause" for
+        one reader's cgroup, and the reader's measurements."""
+        result = self.evaluate(self.panel("Block I/O wait seconds/s by cause"), HYPERVISOR,
+                               {"cgroup": [self.cg[name].relative]})["A"]
+        by_cause = {}
+        for labels, vals in result:
+            cause = labels.get("cause")
+            by_cause[cause] = by_cause.get(cause, 0.0) + self.mean(vals)
+        return by_cause, self.facts["hypervisor"]["readers"][name]
+
+    def test_62_block_io_split(self):
+        blk, m = self.block_split("blk")
+        lo, hi = bio.blocked_bounds(m)
+        lo, hi, read = lo / m["loop_s"], hi / m["loop_s"], m["total_s"] / m["loop_s"]
+        split = sum(blk.values())
+        h.log(f"block I/O, unthrottled reader: panel s/s "
+              f"{ {k: round(v, 4) for k, v in blk.items()} } (sum {split:.4f}); the reader: "
+              f"read time {read:.4f} s/s, blocked {lo:.4f}..{hi:.4f} s/s (schedstat), "
+              f"{m['reads'] / m['loop_s']:.0f} reads/s of {m['mean_s'] * 1e6:.1f} us; "
+              f"/dev/{self.disk} virtio-blk: {self.virtio}")
+        self.assertGreater(split, lo / RATIO, blk)
+        self.assertLess(split, hi * RATIO, blk)
+        virtio = blk.get(bio.VIRTIO_BLK, 0.0)
+        if self.virtio:
+            self.assertGreater(virtio, 0.5 * lo, blk)
+            self.assertLess(virtio, read * 1.1, blk)
+        else:
+            self.assertLess(virtio, 0.05 * split, blk)
+        self.assertLess(blk.get(bio.IO_THROTTLE, 0.0), 0.05 * split, blk)
+
+        if self.throttle_why:
+            self.fail(f"no throttled reader: {self.throttle_why}")
+        thr, t = self.block_split("iothrottle")
+        lo, hi = bio.blocked_bounds(t)
+        lo, hi = lo / t["loop_s"], hi / t["loop_s"]
+        excess = (t["total_s"] - t["reads"] * m["mean_s"]) / t["loop_s"]
+        split = sum(thr.values())
+        h.log(f"block I/O, reader throttled to {THROTTLE_IOPS} read IOPS: panel s/s "
+              f"{ {k: round(v, 4) for k, v in thr.items()} } (sum {split:.4f}); the reader: "
+              f"{t['reads'] / t['loop_s']:.1f} reads/s, excess wait {excess:.4f} s/s, blocked "
+              f"{lo:.4f}..{hi:.4f} s/s")
+        # The scenario is real: the limit held the reader back.
+        self.assertLess(t["reads"] / t["loop_s"], THROTTLE_IOPS * 1.25, t)
+        throttled = thr.get(bio.IO_THROTTLE, 0.0)
+        self.assertEqual(max(thr, key=thr.get), bio.IO_THROTTLE, thr)
+        self.assertGreater(throttled, excess / RATIO, thr)
+        self.assertLess(throttled, excess * RATIO, thr)
+        self.assertGreater(split, lo / RATIO, thr)
+        self.assertLess(split, hi * RATIO, thr)
+        self.assertLess(thr.get(bio.VIRTIO_BLK, 0.0), 0.1 * throttled, thr)
+
+    def test_63_steal_matches_proc_stat(self):
+        # Over the whole run, from the first scenario's warm-up on: the panels' integral is the
+        # increase of their counters between LAG_S before the ends of the span.
+        start, end = self.run_range[0] + WARMUP_S, self.run_range[1]
+        per_cpu = self.integrate(self.panel("Steal seconds/s per CPU"), start, end,
+                                 key=lambda l: l.get("cpu"))["A"]
+        attributed = self.integrate(self.panel("Steal seconds/s attributed"), start, end,
+                                    key=lambda l: l.get("source"))["A"]
+        kernel = self.kernel_steal(start - LAG_S, end - LAG_S)
+        panel, split = sum(per_cpu.values()), sum(attributed.values())
+        # /proc/stat is in USER_HZ ticks, added at scheduler ticks (CONFIG_HZ >= 100): a tick of
+        # each kind per CPU at each end, and the LAG_S guess, may move steal across the span.
+        allow = NCPU * 2 * (1 / USER_HZ + 0.01) + 0.005
+        h.log(f"steal over the run: /proc/stat {kernel:.3f} s; per-CPU panel {panel:.3f} s "
+              f"{ {k: round(v, 3) for k, v in sorted(per_cpu.items())} }; attributed {split:.3f} "
+              f"s { {k: round(v, 3) for k, v in attributed.items()} }; allowance {allow:.3f} s")
+        self.assertEqual(sorted(per_cpu, key=int), [str(c) for c in range(NCPU)], per_cpu)
+        self.assertLessEqual(panel, kernel * RATIO + allow, "steal the kernel never counted")
+        self.assertLessEqual(split, panel * RATIO + allow, "more steal attributed than counted")
+        if kernel < STEAL_MIN_S:
+            h.log(f"steal: no steal in this run (/proc/stat {kernel:.3f} s < {STEAL_MIN_S} s): "
+                  "only the upper bounds are checked")
+            return
+        self.assertGreaterEqual(panel, kernel / RATIO - allow, per_cpu)
 
     @classmethod
     def tearDownClass(cls):

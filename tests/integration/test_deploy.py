@@ -50,6 +50,9 @@ ALERTS = [
     "IsoscopeCpuThrottleHigh",
     "IsoscopeRunqueueHigh",
     "IsoscopeMemoryReclaimStalls",
+    "IsoscopeIoThrottleHigh",
+    "IsoscopeHypervisorStealHigh",
+    "IsoscopeParavirtHigh",
     "IsoscopeRecordsLost",
     "IsoscopeProbeDown",
     "IsolationLayerBlamedForSlowRequests",
@@ -82,6 +85,11 @@ DASHBOARD_PANELS = [
     "Throttle seconds/s",
     "Run-queue seconds/s",
     "Verdicts by cause",
+    "vCPU seconds/s by state",
+    "VM exits/s by reason",
+    "Steal seconds/s per CPU",
+    "Steal seconds/s attributed",
+    "Block I/O wait seconds/s by cause",
     "Records lost",
     "BPF ns per event",
     "Network delay seconds/s by slice and mechanism",
@@ -93,7 +101,7 @@ DASHBOARD_PANELS = [
     "Spans enriched by binding",
 ]
 
-DASHBOARD_ROWS = ["Network", "Requests"]
+DASHBOARD_ROWS = ["Hypervisor and paravirt layers", "Network", "Requests"]
 
 # The agent's arguments in deploy/daemonset.yaml.
 AGENT_ARGS = [
