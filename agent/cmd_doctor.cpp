@@ -252,8 +252,7 @@ int RunDoctor(const DoctorOptions& o) {
     const auto cpuinfo_text = ReadFileText("/proc/cpuinfo");
     const std::string cpuinfo = cpuinfo_text ? *cpuinfo_text : std::string();
     const bool guest = cpuinfo.find(" hypervisor") != std::string::npos;
-    const bool hw_virt = cpuinfo.find(" vmx") != std::string::npos ||
-                         cpuinfo.find(" svm") != std::string::npos;
+    const bool hw_virt = CpuHasHardwareVirt();
     const bool dev_kvm = access("/dev/kvm", F_OK) == 0;
     const bool steal_fields = KernelHasField("rq", "prev_steal_time") &&
                               KernelHasField("cfs_rq", "rq");

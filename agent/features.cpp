@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <string>
 
 #include <bpf/bpf.h>
@@ -174,6 +175,16 @@ KernelFacts ReadKernelFacts() {
   }
   facts.bpf_stats_enabled = ReadFirstLine("/proc/sys/kernel/bpf_stats_enabled") == "1";
   return facts;
+}
+
+bool CpuHasHardwareVirt(const std::string& cpuinfo_path) {
+  std::ifstream in(cpuinfo_path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("flags", 0) != 0) continue;
+    return line.find(" vmx") != std::string::npos || line.find(" svm") != std::string::npos;
+  }
+  return false;
 }
 
 }  // namespace isoscope

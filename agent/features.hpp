@@ -61,6 +61,10 @@ std::string TracefsRoot();
 // Mounts tracefs at /sys/kernel/tracing if it is nowhere (best effort).
 void EnsureTracefs();
 
+// Whether the CPUs have hardware virtualization (vmx or svm in /proc/cpuinfo): KVM then runs
+// guests for real and fires kvm_entry/kvm_exit; without it only KVM's instruction emulator runs.
+bool CpuHasHardwareVirt(const std::string& cpuinfo_path = "/proc/cpuinfo");
+
 // Kernel facts for `doctor`.
 struct KernelFacts {
   std::string release;

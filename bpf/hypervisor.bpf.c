@@ -50,8 +50,9 @@ extern ISO_STATS_MAP;
 #include "isoscope/segments.bpf.h"
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384); /* vCPUs x reasons; user space drops dead threads' keys */
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384); /* vCPUs x reasons; user space drops dead threads' keys;
+				       full: counted in ISO_STAT_KVM_EXITS_FULL */
 	__type(key, struct iso_kvm_exit_key);
 	__type(value, struct iso_kvm_exit_val);
 } vcpu_exits SEC(".maps");
@@ -69,32 +70,29 @@ static __always_inline struct iso_thread_totals *vcpu(__u32 tid, __u64 now)
 	return create_state(t, tid, now, ISO_CAUSE_APP_ON_CPU);
 }
 
-/* Counts an exit of reason (isa, reason), or adds the time it took. */
+/* Adds to the (thread, isa, reason) entry: the exit when it opens (count),
+ * its time when it closes (ns) — so an exit still open at a snapshot or at
+ * the thread's end is counted. */
 static __always_inline void count_exit(const struct iso_thread_totals *st, __u32 tid, __u32 isa,
-				       __u32 reason, __u64 ns)
+				       __u32 reason, __u64 count, __u64 ns)
 {
 	struct iso_kvm_exit_key key = {.tid = tid, .isa = (__u16)isa, .reason = reason};
 	struct iso_kvm_exit_val *v = bpf_map_lookup_elem(&vcpu_exits, &key);
 
-	if (!v) {
-		struct iso_kvm_exit_val init = {};
-
-		init.tgid = st->tgid;
-		init.cgroup_v2_id = st->cgroup_v2_id;
-		init.cgroup_v1_cpu_id = st->cgroup_v1_cpu_id;
-		if (bpf_map_update_elem(&vcpu_exits, &key, &init, BPF_NOEXIST) &&
-		    !bpf_map_lookup_elem(&vcpu_exits, &key)) {
-			iso_percpu_inc(&stats, ISO_STAT_KVM_EXITS_FULL);
-			return;
-		}
-		v = bpf_map_lookup_elem(&vcpu_exits, &key);
-		if (!v)
-			return;
-	}
-	if (ns)
+	if (v) {
+		v->count += count;
 		v->ns += ns;
-	else
-		v->count++;
+		return;
+	}
+	struct iso_kvm_exit_val init = {};
+
+	init.count = count;
+	init.ns = ns;
+	init.tgid = st->tgid;
+	init.cgroup_v2_id = st->cgroup_v2_id;
+	init.cgroup_v1_cpu_id = st->cgroup_v1_cpu_id;
+	if (bpf_map_update_elem(&vcpu_exits, &key, &init, BPF_NOEXIST) == -7 /* -E2BIG */)
+		iso_percpu_inc(&stats, ISO_STAT_KVM_EXITS_FULL);
 }
 
 /* Closes the open exit (kernel or userspace): its time goes to its reason. */
@@ -102,7 +100,7 @@ static __always_inline void close_exit(struct iso_thread_totals *st, __u32 tid, 
 {
 	if ((st->vcpu_state == ISO_VCPU_EXIT || st->vcpu_state == ISO_VCPU_VMM) &&
 	    now > st->exit_start_ns)
-		count_exit(st, tid, st->exit_isa, st->exit_reason, now - st->exit_start_ns);
+		count_exit(st, tid, st->exit_isa, st->exit_reason, 0, now - st->exit_start_ns);
 }
 
 static __always_inline void open_exit(struct iso_thread_totals *st, __u32 tid, __u64 now,
@@ -113,7 +111,7 @@ static __always_inline void open_exit(struct iso_thread_totals *st, __u32 tid, _
 	st->exit_start_ns = now;
 	st->exit_isa = isa;
 	st->exit_reason = reason;
-	count_exit(st, tid, isa, reason, 0);
+	count_exit(st, tid, isa, reason, 1, 0);
 }
 
 /* The thread runs the guest from `now`: the open exit (if any) is handled. */

@@ -50,41 +50,35 @@ struct {
 	__type(value, __u8);
 } virtio_blk_devs SEC(".maps");
 
-static __always_inline struct iso_blk_req *request_state(struct request *rq, __u64 now)
+/* The request enters the block layer here (insert, or issue without one):
+ * remember when and from which context; nothing else is read on this path. */
+static __always_inline void request_start(__u64 key, __u64 now, __u64 issue)
 {
-	__u64 key = (__u64)(unsigned long)rq;
-	struct iso_blk_req *r = bpf_map_lookup_elem(&blk_reqs, &key);
 	struct iso_blk_req init = {};
-	__u32 dev;
 
-	if (r)
-		return r;
-	dev = iso_request_dev(rq);
 	init.first_ns = now;
-	init.dev = dev;
-	if (bpf_map_lookup_elem(&virtio_blk_devs, &dev))
-		init.flags |= ISO_BLK_F_VIRTIO;
+	init.issue_ns = issue;
 	if (BPF_CORE_READ((struct task_struct *)bpf_get_current_task(), flags) & ISO_PF_KTHREAD)
-		init.flags |= ISO_BLK_F_FROM_KTHREAD;
-	if (bpf_map_update_elem(&blk_reqs, &key, &init, BPF_ANY)) {
+		init.flags = ISO_BLK_F_FROM_KTHREAD;
+	if (bpf_map_update_elem(&blk_reqs, &key, &init, BPF_NOEXIST) == -7 /* -E2BIG: full */)
 		iso_percpu_inc(&stats, ISO_STAT_BLK_REQS_FULL);
-		return NULL;
-	}
-	return bpf_map_lookup_elem(&blk_reqs, &key);
 }
 
 static __always_inline void on_rq_insert(struct request *rq)
 {
-	request_state(rq, bpf_ktime_get_boot_ns());
+	request_start((__u64)(unsigned long)rq, bpf_ktime_get_boot_ns(), 0);
 }
 
 static __always_inline void on_rq_issue(struct request *rq)
 {
+	__u64 key = (__u64)(unsigned long)rq;
 	__u64 now = bpf_ktime_get_boot_ns();
-	struct iso_blk_req *r = request_state(rq, now);
+	struct iso_blk_req *r = bpf_map_lookup_elem(&blk_reqs, &key);
 
 	if (r)
 		r->issue_ns = now;
+	else
+		request_start(key, now, now);
 }
 
 static __always_inline void on_rq_complete(struct request *rq)
@@ -93,15 +87,20 @@ static __always_inline void on_rq_complete(struct request *rq)
 	struct iso_blk_req *r = bpf_map_lookup_elem(&blk_reqs, &key);
 	struct iso_blk_done *d;
 	__u32 zero = 0;
+	__u32 dev;
 
 	if (!r)
 		return;
 	d = bpf_map_lookup_elem(&blk_done, &zero);
 	if (d && r->issue_ns) {
+		/* The disk is read once per request, here (not on the submit path). */
+		dev = iso_request_dev(rq);
 		d->first_ns = r->first_ns;
 		d->issue_ns = r->issue_ns;
 		d->flags = r->flags;
-		d->dev = r->dev;
+		if (bpf_map_lookup_elem(&virtio_blk_devs, &dev))
+			d->flags |= ISO_BLK_F_VIRTIO;
+		d->dev = dev;
 		d->complete_ns = bpf_ktime_get_boot_ns();
 	}
 	/* A request that completes partially (nr_bytes < its size) completes
