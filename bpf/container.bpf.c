@@ -84,11 +84,14 @@ static __always_inline __u32 runnable_cause(struct task_struct *t, struct iso_th
 
 /*
  * Steal (guest side, docs/hypervisor.md): the hypervisor ran something else
- * on this vCPU while the thread was on it or runnable on it. The CPU's steal
- * clock is read when a segment starts on a CPU (mark) and when it ends there;
- * the advance, at most the segment's length, moves from the segment's cause
- * to hypervisor.steal. A segment that started on another CPU (a wake-up that
- * migrated) is not charged: its steal clock is not this CPU's.
+ * on this vCPU while the thread was on it, or while it waited after a
+ * wake-up onto the idle vCPU. The CPU's steal clock is read when a segment
+ * starts on a CPU (mark) and when it ends there; the advance, at most the
+ * segment's length, moves from the segment's cause to hypervisor.steal. A
+ * segment that started on another CPU (a wake-up that migrated) is not
+ * charged: its steal clock is not this CPU's. Each nanosecond of a CPU's
+ * steal goes to one place only (the thread on it, the thread woken onto it
+ * while idle, or the idle CPU), so the node's sum is the CPU's steal.
  */
 static __always_inline void steal_mark(struct iso_thread_totals *st, __u64 clock, __u32 cpu)
 {
