@@ -112,8 +112,11 @@ const std::vector<ProgramSpec>& ContainerPrograms() {
       t.push_back({fn + "_btf", tp, tp, ProgKind::kTpBtf, "paravirt", true, purpose});
       t.push_back({fn + "_raw", tp, tp, ProgKind::kRawTp, "paravirt", true, purpose});
     };
+    blk("iso_sched_waking", "sched_waking",
+        "block: the completion wakes its waiter: split the I/O wait (waker's CPU and context)");
     blk("iso_blk_insert", "block_rq_insert", "block: request enters the I/O scheduler (who submitted it)");
     blk("iso_blk_issue", "block_rq_issue", "block: request handed to the driver (device time starts)");
+    blk("iso_blk_merge", "block_rq_merge", "block: request merged into another (freed, no completion)");
     blk("iso_blk_complete", "block_rq_complete",
         "block: device done; splits the woken thread's I/O wait (virtio_blk, io_throttle)");
     // Hypervisor layer, host side (bpf/hypervisor.bpf.c): vCPU threads of VMMs on KVM. Classic

@@ -221,9 +221,9 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 
 /*
  * Block I/O (docs/hypervisor.md, "Block I/O"): the thread slept in I/O wait
- * since seg_start_ns and is woken by the completion of its request, which
- * paravirt.bpf.c left in this CPU's blk_done slot just before (the wake-up
- * runs in the completion's context). The sleep splits into: held back by
+ * since seg_start_ns and is being woken (sched_waking, in the completion's
+ * context) by the completion of its request, which paravirt.bpf.c left in
+ * this CPU's blk_done slots just before. The sleep splits into: held back by
  * blk-throttle (the request entered the block layer from a kernel thread,
  * throttle's dispatcher, after the thread went to sleep) -> io_throttle;
  * in a virtio-blk device (issue -> completion) -> paravirt.virtio_blk; the
@@ -232,10 +232,24 @@ static __always_inline void on_switch(bool preempt, struct task_struct *prev, st
 static __always_inline void split_block_wait(struct iso_thread_totals *st, __u32 tid, __u64 now)
 {
 	__u32 zero = 0;
-	struct iso_blk_done *d = bpf_map_lookup_elem(&blk_done, &zero);
+	struct iso_blk_done_cpu *c = bpf_map_lookup_elem(&blk_done, &zero);
+	struct iso_blk_done *d = NULL;
 	struct iso_blk_parts sp;
+	__u32 i;
 
-	if (!d || !iso_blk_split(st->seg_start_ns, now, d, &sp))
+	if (!c)
+		return;
+	/* Newest first: a nested completion's wake-up runs before the one it
+	 * interrupted. */
+	for (i = 1; i <= ISO_BLK_DONE_SLOTS; i++) {
+		struct iso_blk_done *cand = &c->slot[(c->next - i) & (ISO_BLK_DONE_SLOTS - 1)];
+
+		if (iso_blk_split(st->seg_start_ns, now, cand, &sp)) {
+			d = cand;
+			break;
+		}
+	}
+	if (!d)
 		return;
 	if (sp.throttle_end > st->seg_start_ns) {
 		st->seg_cause = ISO_CAUSE_CONTAINER_IO_THROTTLE;
@@ -262,8 +276,6 @@ static __always_inline void on_wakeup(struct task_struct *p, bool btf)
 	    st->seg_cause == ISO_CAUSE_CONTAINER_MEMORY_RECLAIM ||
 	    st->seg_cause == ISO_CAUSE_PARAVIRT_VMM_EXIT) {
 		now = bpf_ktime_get_boot_ns();
-		if (st->seg_cause == ISO_CAUSE_APP_BLOCKED_IO)
-			split_block_wait(st, tid, now);
 		/* A VMM that slept while handling an exit stays in vmm_exit until its
 		 * next KVM_RUN; any other sleep ends here. */
 		if (st->seg_cause != ISO_CAUSE_PARAVIRT_VMM_EXIT)
@@ -271,6 +283,21 @@ static __always_inline void on_wakeup(struct task_struct *p, bool btf)
 		if (track_steal && iso_steal_clock(p, btf, &clock, &cpu))
 			steal_mark(st, clock, cpu);
 	}
+}
+
+/*
+ * sched_waking runs in the waker's context, before the wake-up may be
+ * handed to the wakee's CPU (sched_wakeup then fires there, in an IPI): the
+ * completion that wakes an I/O waiter is still this CPU's newest, so the
+ * block split happens here; sched_wakeup then ends the (rest of the) sleep.
+ */
+static __always_inline void on_waking(struct task_struct *p, bool btf)
+{
+	__u32 tid = ISO_RD(btf, p, pid);
+	struct iso_thread_totals *st = bpf_map_lookup_elem(&tasks, &tid);
+
+	if (st && st->seg_cause == ISO_CAUSE_APP_BLOCKED_IO)
+		split_block_wait(st, tid, bpf_ktime_get_boot_ns());
 }
 
 static __always_inline void on_wakeup_new(struct task_struct *p, bool btf)
@@ -356,6 +383,7 @@ ISO_HOOK(sched_switch, iso_sched_switch,
 	 ISO_ARGS(bool preempt, struct task_struct *prev, struct task_struct *next),
 	 on_switch(preempt, prev, next, btf))
 ISO_HOOK(sched_wakeup, iso_sched_wakeup, struct task_struct *p, on_wakeup(p, btf))
+ISO_HOOK(sched_waking, iso_sched_waking, struct task_struct *p, on_waking(p, btf))
 ISO_HOOK(sched_wakeup_new, iso_sched_wakeup_new, struct task_struct *p, on_wakeup_new(p, btf))
 ISO_HOOK(sched_process_exit, iso_sched_exit, struct task_struct *p, on_exit(p))
 ISO_HOOK(cgroup_attach_task, iso_cgroup_attach,

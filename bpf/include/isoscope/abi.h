@@ -325,6 +325,17 @@ struct iso_blk_done {
 	__u32 dev;         /* major << 20 | minor */
 };
 
+/* Value of the per-CPU `blk_done` map: the last ISO_BLK_DONE_SLOTS
+ * completions on the CPU, newest at (next - 1) % ISO_BLK_DONE_SLOTS. More
+ * than one because completions nest: a hard-IRQ completion (and its wake-up)
+ * can run between a soft-IRQ completion and the wake-up of its waiter. */
+#define ISO_BLK_DONE_SLOTS 4
+struct iso_blk_done_cpu {
+	struct iso_blk_done slot[ISO_BLK_DONE_SLOTS];
+	__u32 next;
+	__u32 pad;
+};
+
 /* Value of the per-request `blk_reqs` map (key: struct request address). */
 struct iso_blk_req {
 	__u64 first_ns;

@@ -11,7 +11,7 @@
  *                    trace_context.bpf.c)
  *   ISO_TASKS_MAP    tid -> struct iso_thread_totals (container.bpf.c; the vCPU
  *                    states of hypervisor.bpf.c live in the same entry)
- *   ISO_BLK_DONE_MAP per CPU: the last block request completed there
+ *   ISO_BLK_DONE_MAP per CPU: the last block requests completed there
  *                    (written by paravirt.bpf.c, consumed by container.bpf.c's
  *                    wake-up; defined in container.bpf.c, linked first)
  *
@@ -56,7 +56,7 @@
 		__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);                                \
 		__uint(max_entries, 1);                                                 \
 		__type(key, __u32);                                                     \
-		__type(value, struct iso_blk_done);                                     \
+		__type(value, struct iso_blk_done_cpu);                                 \
 	} blk_done SEC(".maps")
 
 #endif /* ISOSCOPE_MAPS_BPF_H */
