@@ -92,17 +92,18 @@ static __always_inline bool iso_steal_clock(struct task_struct *t, bool btf, __u
 	cfs_rq = ISO_RD(btf, t, se.cfs_rq);
 	if (!cfs_rq)
 		return false;
-	rq = BPF_CORE_READ(cfs_rq, rq);
+	/* Direct loads under tp_btf (the hot path: every context switch). */
+	rq = ISO_RD(btf, cfs_rq, rq);
 	if (!rq)
 		return false;
-	*cpu = BPF_CORE_READ(rq, cpu);
+	*cpu = ISO_RD(btf, rq, cpu);
 	if (bpf_core_field_exists(rq->prev_steal_time_rq)) {
-		*clock = BPF_CORE_READ(rq, prev_steal_time_rq);
+		*clock = ISO_RD(btf, rq, prev_steal_time_rq);
 		if (*clock)
 			return true;
 	}
 	if (bpf_core_field_exists(rq->prev_steal_time)) {
-		*clock = BPF_CORE_READ(rq, prev_steal_time);
+		*clock = ISO_RD(btf, rq, prev_steal_time);
 		return true;
 	}
 	return false;
