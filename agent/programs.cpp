@@ -41,12 +41,14 @@ Feature ProgKindFeature(ProgKind kind) {
 const std::vector<ProgramSpec>& ContainerPrograms() {
   static const std::vector<ProgramSpec> table = [] {
     std::vector<ProgramSpec> t;
-    // Each tracepoint hook exists as tp_btf (preferred) and raw_tp (fallback).
-    auto hook = [&t](const std::string& fn, const std::string& tp, bool optional,
-                     const std::string& purpose) {
-      t.push_back({fn + "_btf", tp, tp, ProgKind::kTpBtf, "container", optional, purpose});
-      t.push_back({fn + "_raw", tp, tp, ProgKind::kRawTp, "container", optional, purpose});
+    // Each tracepoint hook (ISO_HOOK) exists as tp_btf (preferred) and raw_tp (fallback).
+    auto pair = [&t](const std::string& fn, const std::string& tp, const std::string& area,
+                     bool optional, const std::string& purpose) {
+      t.push_back({fn + "_btf", tp, tp, ProgKind::kTpBtf, area, optional, purpose});
+      t.push_back({fn + "_raw", tp, tp, ProgKind::kRawTp, area, optional, purpose});
     };
+    auto hook = [&pair](const std::string& fn, const std::string& tp, bool optional,
+                        const std::string& purpose) { pair(fn, tp, "container", optional, purpose); };
     hook("iso_sched_switch", "sched_switch", false, "on-CPU, run-queue, throttle and sleep segments");
     hook("iso_sched_wakeup", "sched_wakeup", false, "end of sleeps (blocked_io / blocked_other)");
     hook("iso_sched_wakeup_new", "sched_wakeup_new", false, "new threads start runnable");
@@ -79,9 +81,8 @@ const std::vector<ProgramSpec>& ContainerPrograms() {
     sys("iso_sendmsg_exit", "sys_exit_sendmsg", "outbound traceparent: scan sendmsg() request heads");
     // Network slices (docs/network.md): all optional, so the network can never
     // keep the agent from starting. tp_btf preferred, raw_tp as fallback.
-    auto net = [&t](const std::string& fn, const std::string& tp, const std::string& purpose) {
-      t.push_back({fn + "_btf", tp, tp, ProgKind::kTpBtf, "network", true, purpose});
-      t.push_back({fn + "_raw", tp, tp, ProgKind::kRawTp, "network", true, purpose});
+    auto net = [&pair](const std::string& fn, const std::string& tp, const std::string& purpose) {
+      pair(fn, tp, "network", true, purpose);
     };
     // Qdisc backlog: qdisc:qdisc_enqueue -> qdisc:qdisc_dequeue where the kernel has them
     // (qdisc_enqueue since v5.15; qdisc_dequeue is older): they fire only on
@@ -108,9 +109,8 @@ const std::vector<ProgramSpec>& ContainerPrograms() {
     // Paravirt layer, block side (bpf/paravirt.bpf.c): block requests timed from queue to
     // completion; the I/O wait of the thread they wake splits into container.io_throttle,
     // paravirt.virtio_blk and app.blocked_io. Optional, tp_btf preferred.
-    auto blk = [&t](const std::string& fn, const std::string& tp, const std::string& purpose) {
-      t.push_back({fn + "_btf", tp, tp, ProgKind::kTpBtf, "paravirt", true, purpose});
-      t.push_back({fn + "_raw", tp, tp, ProgKind::kRawTp, "paravirt", true, purpose});
+    auto blk = [&pair](const std::string& fn, const std::string& tp, const std::string& purpose) {
+      pair(fn, tp, "paravirt", true, purpose);
     };
     blk("iso_sched_waking", "sched_waking",
         "block: the completion wakes its waiter: split the I/O wait (waker's CPU and context)");
