@@ -54,6 +54,15 @@ exporters::SelfStats CollectSelfStats(const source::SourceStats& s, const Probes
                         {"invalid", s.invalid},
                         {"evidence_evicted", evidence.delays_evicted},
                         {"net_evidence_evicted", evidence.network_evicted}};
+  // Evidence BPF could not keep because one of its bounded maps was full.
+  const auto bpf = probes.ReadStats();
+  for (const auto& [stat, reason] :
+       {std::pair<int, const char*>{ISO_STAT_NET_SKB_FULL, "net_skb_map_full"},
+        {ISO_STAT_NET_SOCK_FULL, "net_sock_map_full"},
+        {ISO_STAT_BLK_REQS_FULL, "blk_reqs_map_full"},
+        {ISO_STAT_KVM_EXITS_FULL, "kvm_exits_map_full"}}) {
+    out.lost_by_reason[reason] = bpf[static_cast<std::size_t>(stat)];
+  }
   for (const auto& p : probes.ReadRunStats()) {
     out.programs.push_back({p.name, p.attached, p.run_ns, p.run_cnt});
   }

@@ -88,7 +88,8 @@ class AgentTest(unittest.TestCase):
             self.assertGreater(value(samples, "isoscope_records_received_total", kind="snapshot"), 0)
             self.assertEqual(value(samples, "isoscope_probe_up", program="iso_sched_switch_btf"), 1)
             self.assertEqual(value(samples, "isoscope_probe_up", program="iso_unthrottle_kprobe"), 0)
-            for reason in ("ringbuf_full", "tasks_map_full", "invalid"):
+            for reason in ("ringbuf_full", "tasks_map_full", "invalid", "net_skb_map_full",
+                           "net_sock_map_full", "blk_reqs_map_full", "kvm_exits_map_full"):
                 self.assertTrue(any(n == "isoscope_records_lost_total" and l.get("reason") == reason
                                     for n, l, _ in samples), reason)
 
