@@ -129,7 +129,6 @@ static __always_inline void idle_steal(bool prev_idle, bool next_idle, __u64 clo
 
 	if (!cs)
 		return;
-	cs->steal_clock_ns = clock;
 	if (prev_idle && cs->steal_mark_ns && clock > cs->steal_mark_ns) {
 		d = clock - cs->steal_mark_ns;
 		cs->idle_steal_ns += d > taken ? d - taken : 0;

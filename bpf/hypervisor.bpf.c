@@ -103,11 +103,16 @@ static __always_inline void close_exit(struct iso_thread_totals *st, __u32 tid, 
 		count_exit(st, tid, st->exit_isa, st->exit_reason, 0, now - st->exit_start_ns);
 }
 
-static __always_inline void open_exit(struct iso_thread_totals *st, __u32 tid, __u64 now,
-				      __u32 state, __u32 isa, __u32 reason)
+/* An exit opens at `now`: the open one (if any) is handled, and the thread
+ * is in `state` (the kernel's or the VMM's handling) with `cause` until the
+ * next entry or KVM_RUN. */
+static __always_inline void exit_to(struct iso_thread_totals *st, __u32 tid, __u64 now,
+				    __u32 state, __u32 cause, __u32 isa, __u32 reason)
 {
+	close_exit(st, tid, now);
 	st->flags |= ISO_TF_VCPU;
 	st->vcpu_state = state;
+	end_segment(st, tid, now, cause);
 	st->exit_start_ns = now;
 	st->exit_isa = isa;
 	st->exit_reason = reason;
@@ -130,12 +135,9 @@ int iso_kvm_exit(struct trace_event_raw_kvm_exit *ctx)
 	__u64 now = bpf_ktime_get_boot_ns();
 	struct iso_thread_totals *st = vcpu(tid, now);
 
-	if (!st)
-		return 0;
-	close_exit(st, tid, now); /* an exit with no entry seen since: not expected */
-	st->vcpu_state = ISO_VCPU_EXIT;
-	end_segment(st, tid, now, ISO_CAUSE_HYPERVISOR_VMEXIT);
-	open_exit(st, tid, now, ISO_VCPU_EXIT, BPF_CORE_READ(ctx, isa), BPF_CORE_READ(ctx, exit_reason));
+	if (st)
+		exit_to(st, tid, now, ISO_VCPU_EXIT, ISO_CAUSE_HYPERVISOR_VMEXIT, BPF_CORE_READ(ctx, isa),
+			BPF_CORE_READ(ctx, exit_reason));
 	return 0;
 }
 
@@ -158,12 +160,10 @@ int iso_kvm_userspace_exit(struct trace_event_raw_kvm_userspace_exit *ctx)
 	__u64 now = bpf_ktime_get_boot_ns();
 	struct iso_thread_totals *st = vcpu(tid, now);
 
-	if (!st)
-		return 0;
-	close_exit(st, tid, now); /* the kernel's part of this exit */
-	st->vcpu_state = ISO_VCPU_VMM;
-	end_segment(st, tid, now, ISO_CAUSE_PARAVIRT_VMM_EXIT);
-	open_exit(st, tid, now, ISO_VCPU_VMM, ISO_KVM_ISA_USERSPACE, BPF_CORE_READ(ctx, reason));
+	/* The kernel's part of this exit closes; the VMM's opens. */
+	if (st)
+		exit_to(st, tid, now, ISO_VCPU_VMM, ISO_CAUSE_PARAVIRT_VMM_EXIT, ISO_KVM_ISA_USERSPACE,
+			BPF_CORE_READ(ctx, reason));
 	return 0;
 }
 

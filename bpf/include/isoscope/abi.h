@@ -305,8 +305,6 @@ struct iso_rec_node {
 struct iso_cpu_state {
 	__u64 steal_mark_ns;  /* steal clock when the idle task switched in; 0 when not idle */
 	__u64 idle_steal_ns;
-	__u64 steal_clock_ns;
-	__u64 pad;
 };
 
 /*

@@ -22,7 +22,7 @@ static_assert(sizeof(iso_rec_thread_totals) == 240, "iso_rec_thread_totals is pa
 static_assert(sizeof(iso_rec_kvm) == 64, "iso_rec_kvm is part of the ABI");
 static_assert(sizeof(iso_rec_node) == 56, "iso_rec_node is part of the ABI");
 static_assert(sizeof(iso_kvm_exit_key) == 16 && sizeof(iso_kvm_exit_val) == 40);
-static_assert(sizeof(iso_blk_done) == 32 && sizeof(iso_blk_req) == 24 && sizeof(iso_cpu_state) == 32);
+static_assert(sizeof(iso_blk_done) == 32 && sizeof(iso_blk_req) == 24 && sizeof(iso_cpu_state) == 16);
 static_assert(sizeof(iso_blk_done_cpu) == 8 + 32 * ISO_BLK_DONE_SLOTS);
 static_assert(sizeof(iso_rec_delay) == 56, "iso_rec_delay is part of the ABI");
 static_assert(sizeof(iso_rec_traceparent) == 120, "iso_rec_traceparent is part of the ABI");
