@@ -141,12 +141,6 @@ Result<std::unique_ptr<Probes>> Probes::Open(const LoadOptions& options, Feature
       programs.push_back({d.spec, false, "network probes switched off"});
       continue;
     }
-    if (d.spec->group == "kvm_fpu" && d.enabled && CpuHasHardwareVirt()) {
-      // kvm_entry ends the VMM's handling where guests really enter; kvm_fpu (twice per
-      // KVM_RUN) is only needed where KVM only emulates and kvm_entry never fires.
-      programs.push_back({d.spec, false, "not needed: kvm_entry fires here (vmx/svm)"});
-      continue;
-    }
     if (d.spec->group == "consume_skb" && opts.paravirt_ifindex->empty()) {
       programs.push_back({d.spec, false, "no virtio-net NIC in the host netns"});
       continue;

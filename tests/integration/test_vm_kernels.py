@@ -452,9 +452,7 @@ class VmKernelChecks:
         for p in doc["programs"]:
             groups.setdefault(p["group"], []).append(p)
         failed = {g: [(p["name"], p["reason"]) for p in ps]
-                  for g, ps in groups.items() if not any(p["available"] for p in ps)
-                  # kvm_fpu is left off where kvm_entry fires (vmx/svm): not a failure.
-                  and not all(p["reason"].startswith("not needed") for p in ps)}
+                  for g, ps in groups.items() if not any(p["available"] for p in ps)}
         self.assertEqual(failed, {}, f"program groups with no program loaded:\n{debug}")
         if {"fentry", "kprobe"} & set(self.kernel.features):
             self.assertIn("unthrottle", groups)
